@@ -1,0 +1,216 @@
+"""Bully election with terms (Garcia-Molina 1982), plus fencing.
+
+Theory of operation
+-------------------
+Every node has a unique rank (priority, node id). The live node of highest
+rank should lead; terms make every leadership distinct and only growing.
+
+1. A node suspects the leader when it has not heard from it for
+   ``failure_timeout_s`` (or the leader said it is leaving). It then sends
+   ELECTION to every known node of higher rank and waits
+   ``answer_timeout_s``.
+2. A node that receives ELECTION from a lower node ANSWERs it. If it leads,
+   it re-announces itself; if it has no live leader, it starts its own
+   election (the bully step).
+3. A candidate that got an ANSWER waits ``coordinator_timeout_s`` for a
+   COORDINATOR, then starts over. A candidate that got no ANSWER has won.
+4. The winner takes the term (highest number seen + 1, its own id) and
+   persists it before it says anything, announces COORDINATOR to everyone,
+   and *gathers*: every node that accepts the term replies with all the task
+   records it holds, and the winner merges them before it serves. In quorum
+   mode it serves only once a majority has accepted (G3).
+5. Fencing (G3): a node obeys only messages of the term it accepted. An
+   older term is refused with REJECT(newer term); a newer term from a
+   leader is accepted on sight (a missed COORDINATOR). A leader that hears
+   REJECT or meets another leader steps down and runs a new election, so the
+   higher-ranked one ends up leading with a term above both, holding the
+   merge of both sides (L2).
+6. A higher-ranked node that joins a running cluster first catches up: it
+   obeys the current leader, becomes its follower (the leader picks the
+   highest-ranked nodes as followers) and takes over only after it has
+   applied the leader's snapshot. No acknowledged task depends on it being
+   up to date, because the gather of step 4 collects everything anyway.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .events import Note, PersistTerm, Send, SetTimer
+from .messages import Answer, Coordinator, Election, Reject, StateOffer
+from .types import Rank, Role, Term
+
+if TYPE_CHECKING:
+    from .node import NodeCore
+
+    _Base = NodeCore
+else:
+    _Base = object
+
+
+class ElectionMixin(_Base):
+    # -- starting and finishing an election -------------------------------------
+    def _start_election(self, reason: str) -> None:
+        """Bully step 1: ask every higher node; none answering means we won."""
+        if self.role is Role.LEADER or self.role is Role.GATHERING:
+            self._step_down(reason)
+        self._become(Role.ELECTING)
+        self.leader = None
+        self._fail_forwarded("leader_changed")
+        self.out.append(Note("election_started", {"node": self.id, "reason": reason}))
+        higher = [p for p in self.peers.values() if p.rank > self.rank]
+        if not higher:
+            self._win()
+            return
+        for peer in higher:
+            self._send(peer.node, Election(self.max_term, self.priority))
+        self.election_deadline = self.now + self.config.answer_timeout_s
+        self.out.append(SetTimer("election", self.election_deadline))
+
+    def _win(self) -> None:
+        """Bully step 4: take a new term, persist it, announce, then gather."""
+        term = Term(self.max_term.number + 1, self.id)
+        self._adopt_term(term)
+        self.leader = self.id
+        self._become(Role.GATHERING)
+        self.offers_from = {self.id}
+        self.expected_offers = {p.node for p in self.peers.values() if p.alive}
+        for peer in self.peers.values():
+            if peer.alive:  # a full failure timeout to answer before we judge them
+                peer.last_heard = max(peer.last_heard, self.now)
+        for peer in self.peers.values():
+            self._send(peer.node, Coordinator(term, self.priority))
+        self.out.append(Note("coordinator", {"node": self.id, "term": str(term)}))
+        self.gather_deadline = self.now + self.config.gather_timeout_s
+        self.out.append(SetTimer("gather", self.gather_deadline))
+        self._maybe_finish_gather()
+
+    def _maybe_finish_gather(self, timed_out: bool = False) -> None:
+        if self.role is not Role.GATHERING:
+            return
+        everyone = self.expected_offers <= self.offers_from
+        if self.config.quorum:
+            if len(self.offers_from) < self.config.majority:
+                if timed_out:  # keep asking; a minority never serves (G3)
+                    self._resend_coordinator()
+                return
+            if not (everyone or timed_out):
+                return
+        elif not (everyone or timed_out):
+            return
+        self._become_leader()
+
+    def _resend_coordinator(self) -> None:
+        for peer in self.peers.values():
+            if peer.node not in self.offers_from:
+                self._send(peer.node, Coordinator(self.term, self.priority))
+        self.gather_deadline = self.now + self.config.gather_timeout_s
+        self.out.append(SetTimer("gather", self.gather_deadline))
+
+    def _adopt_term(self, term: Term) -> None:
+        """Accept `term`; it is persisted before anything is said under it."""
+        self.term = term
+        if term > self.max_term:
+            self.max_term = term
+        self.persist.append(PersistTerm(term))
+
+    # -- messages -------------------------------------------------------------------
+    def _on_election(self, sender: str, msg: Election) -> None:
+        """Bully step 2: answer a lower node; lead, or start our own election."""
+        self._see_term(msg.term)
+        if self.peers[sender].rank > self.rank:
+            return  # only lower nodes ask us; a higher one asking is stale
+        self._send(sender, Answer(self.term))
+        if self.role in (Role.LEADER, Role.GATHERING):
+            self._send(sender, Coordinator(self.term, self.priority))
+        elif self.role is Role.MEMBER and not self._leader_alive():
+            self._start_election("a lower node asked")
+
+    def _on_answer(self, sender: str, msg: Answer) -> None:
+        """Bully step 3: a higher node is alive; wait for its COORDINATOR."""
+        self._see_term(msg.term)
+        if self.role is Role.ELECTING and self.peers[sender].rank > self.rank:
+            self._become(Role.WAITING)
+            self.election_deadline = self.now + self.config.coordinator_timeout_s
+            self.out.append(SetTimer("election", self.election_deadline))
+
+    def _on_election_timer(self) -> None:
+        if self.now < self.election_deadline:
+            return
+        if self.role is Role.ELECTING:
+            for peer in self.peers.values():
+                if peer.rank > self.rank:
+                    peer.alive = False  # no ANSWER: the higher nodes are gone
+            self._win()
+        elif self.role is Role.WAITING:
+            self._start_election("no coordinator after an answer")
+
+    def _on_gather_timer(self) -> None:
+        if self.role is Role.GATHERING and self.now >= self.gather_deadline:
+            self._maybe_finish_gather(timed_out=True)
+
+    def _on_coordinator(self, sender: str, msg: Coordinator) -> None:
+        self._see_term(msg.term)
+        if msg.term.node != sender:
+            return
+        if msg.term < self.term:
+            self._send(sender, Reject(self.term))
+        elif msg.term > self.term:
+            self._accept_leader(sender, msg.term)
+        elif sender == self.leader:
+            self._send_offer()  # asked again: our offer may have been lost
+
+    def _on_reject(self, sender: str, msg: Reject) -> None:
+        """Fencing (G3): our term is stale; a leader stands down and re-elects."""
+        self._see_term(msg.term)
+        if msg.term > self.term and self.role in (Role.LEADER, Role.GATHERING):
+            self._start_election(f"fenced by term {msg.term}")
+
+    def _on_state_offer(self, sender: str, msg: StateOffer) -> None:
+        """Step 4: merge whatever a node holds (facts are kept whatever their term)."""
+        for record in msg.records:
+            self._merge(record)
+        for task_id, attempt in msg.running:
+            self._note_running(task_id, attempt)
+        if msg.term == self.term and self.role in (Role.GATHERING, Role.LEADER):
+            self.offers_from.add(sender)
+            self._maybe_finish_gather()
+
+    # -- accepting and leaving leadership -----------------------------------------------
+    def _accept_leader(self, leader: str, term: Term) -> None:
+        """Obey a leader of a newer term and hand it everything we hold."""
+        if self.role in (Role.LEADER, Role.GATHERING):
+            self._step_down(f"leader {leader} has newer term {term}")
+        if self.role is not Role.MEMBER:
+            self._become(Role.MEMBER)
+        self._adopt_term(term)
+        self.leader = leader
+        self.leader_heard_at = self.now
+        self.applied_index = 0
+        self.caught_up = False
+        self._fail_forwarded("leader_changed")
+        self.out.append(Note("leader_accepted", {"node": self.id, "leader": leader, "term": str(term)}))
+        self._send_offer()
+        self._resend_finished(force=True)
+
+    def _send_offer(self) -> None:
+        if self.leader is None or self.leader == self.id:
+            return
+        running = tuple((r.task_id, r.attempt(a)) for a, r in self.executing.items())
+        self._send(self.leader, StateOffer(self.term, tuple(self.table.values()), running))
+
+    def _maybe_take_over(self) -> None:
+        """Step 6: a caught-up node that outranks its leader bullies it."""
+        if self.role is not Role.MEMBER or self.leader is None or not self.caught_up:
+            return
+        leader = self.peers.get(self.leader)
+        if leader is not None and self.rank > leader.rank:
+            self._start_election("caught up and outranks the leader")
+
+    def _see_term(self, term: Term) -> None:
+        if term > self.max_term:
+            self.max_term = term
+
+    @property
+    def rank(self) -> Rank:
+        return Rank(self.priority, self.id)

@@ -1,0 +1,490 @@
+"""NodeCore: one p2pq node as a pure state machine.
+
+``handle(event, now) -> [commands]``. No sockets, clocks, files or global
+randomness: time arrives as ``now`` and chance from the ``random.Random``
+handed in, so the simulator and the runtime drive the very same code and a
+seed replays a run exactly. The rules live in ``election.py``,
+``replication.py`` and ``scheduler.py``; this module holds the state,
+membership and failure detection, and the client-facing requests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Iterable
+
+from .election import ElectionMixin
+from .events import (ClientRequested, Command, Event, MessageReceived, Note, PeerDiscovered,
+                     PersistRecords, Reply, Send, SetTimer, ShutdownRequested, Started,
+                     TaskCompleted, TimerFired)
+from .messages import (Answer, Append, AppendAck, CancelRun, Coordinator, Dispatch, Election,
+                       Finished, FinishedAck, Forward, ForwardReply, Heartbeat, HeartbeatAck, Join,
+                       Leave, Member, Query, Reject, StateOffer, Submit, Cancel, Wait)
+from .replication import FollowerProgress, PendingAck, ReplicationMixin
+from .scheduler import SchedulerMixin
+from .tasks import TaskRecord, TaskState, TaskTable, describe
+from .types import TRANSITIONS, ZERO_TERM, Config, IllegalTransition, NodeId, Rank, Role, Term
+
+if TYPE_CHECKING:
+    import random
+
+# Messages only a leader sends; they are obeyed only under the accepted term (G3).
+_FROM_LEADER = (Heartbeat, Append, Dispatch, CancelRun, FinishedAck)
+
+
+@dataclass(slots=True)
+class Peer:
+    node: NodeId
+    priority: int
+    address: tuple | None = None
+    slots: int = 1
+    last_heard: float = float("-inf")
+    alive: bool = True
+
+    @property
+    def rank(self) -> Rank:
+        return Rank(self.priority, self.node)
+
+
+def error(code: str, message: str) -> dict:
+    return {"ok": False, "error": code, "message": message}
+
+
+class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin):
+    """The protocol of one node: feed it events, carry out its commands."""
+
+    def __init__(self, node_id: NodeId, priority: int, config: Config, rng: "random.Random", *,
+                 address: tuple | None = None, restored_term: Term = ZERO_TERM,
+                 restored_records: Iterable[TaskRecord] = ()) -> None:
+        self.id, self.priority, self.config, self.rng = node_id, priority, config, rng
+        self.address = address
+        self.now = 0.0
+        self.peers: dict[NodeId, Peer] = {}
+        self.table = TaskTable()
+        for record in restored_records:
+            self.table.merge(record)
+        # election
+        self.role = Role.MEMBER
+        self.term = ZERO_TERM        # the term of the leader we obey (or our own)
+        self.max_term = restored_term  # the highest term ever seen; the next one is above it
+        self.leader: NodeId | None = None
+        self.leader_heard_at = 0.0
+        self.election_deadline = self.gather_deadline = 0.0
+        self.offers_from: set[NodeId] = set()
+        self.expected_offers: set[NodeId] = set()
+        self.caught_up = False
+        self.stopping = False
+        # replication (leader side, then follower side)
+        self.log: list[str] = []
+        self.log_base = 0
+        self.commit = 0
+        self.followers: dict[NodeId, FollowerProgress] = {}
+        self.pending: list[PendingAck] = []
+        self.applied_index = 0
+        self.followed_by: tuple[NodeId, ...] = ()
+        # scheduling and execution
+        self.assigned: dict[NodeId, dict[str, tuple[str, float]]] = {}
+        self.executing: dict[str, TaskRecord] = {}
+        self.unacked: dict[str, tuple[TaskRecord, float]] = {}
+        self.attempt_counter = 0
+        self.submit_counter = 0
+        self.retry_at: float | None = None
+        # clients
+        self.forwarded: dict[int, NodeId] = {}
+        self.waiters: dict[str, list[tuple[NodeId, int]]] = {}
+        # output of the current step
+        self.out: list[Command] = []
+        self.persist: list[Command] = []
+        self.dirty: dict[str, TaskRecord] = {}
+
+    # -- the one entry point ---------------------------------------------------------
+    def handle(self, event: Event, now: float) -> list[Command]:
+        """Apply one event at time `now`; return the commands to carry out, in order."""
+        return self.handle_batch((event,), now)
+
+    def handle_batch(self, events: Iterable[Event], now: float) -> list[Command]:
+        """Apply several events at once; replication and dispatch run once at the end."""
+        self.now = max(self.now, now)
+        for event in events:
+            self._on_event(event)
+        if self.role is Role.LEADER:
+            self._dispatch()
+            self._replicate()
+            self._advance_commit()
+        if self.dirty:
+            self.persist.append(PersistRecords(tuple(self.dirty.values())))
+            self.dirty = {}
+        # Durable state first: nothing is said that a crash could take back.
+        out = self.persist + self.out
+        self.persist, self.out = [], []
+        return out
+
+    def _on_event(self, event: Event) -> None:
+        match event:
+            case MessageReceived(sender, message):
+                self._on_message(sender, message)
+            case TimerFired(name):
+                self._on_timer(name)
+            case ClientRequested(request_id, request):
+                self._on_client_request((self.id, request_id), request)
+            case TaskCompleted(task_id, attempt_id, outcome, result, ended_at):
+                self._on_task_completed(task_id, attempt_id, outcome, result, ended_at)
+            case PeerDiscovered(node, priority, address):
+                if node != self.id and node not in self.peers:
+                    self._add_peer(node, priority, address)
+                    self._send(node, Join(self.priority, self.address, self.config.slots))
+            case Started():
+                self.leader_heard_at = self.now
+                self.out.append(SetTimer("tick", self.now + self.config.heartbeat_interval_s))
+            case ShutdownRequested():
+                self.stopping = True
+                for peer in self.peers.values():
+                    self._send(peer.node, Leave())
+            case _:
+                raise TypeError(f"not an event: {event!r}")
+
+    # -- roles ------------------------------------------------------------------------
+    def _become(self, role: Role) -> None:
+        """Change role; a move the rules never make is a bug and raises."""
+        if role not in TRANSITIONS[self.role]:
+            raise IllegalTransition(f"invalid transition [{self.role.value} -> {role.value}]")
+        self.role = role
+
+    def _become_leader(self) -> None:
+        self._become(Role.LEADER)
+        self._rebuild_assignments()
+        self._choose_followers()
+        self.out.append(Note("leader_elected", {"node": self.id, "term": str(self.term),
+                                                "tasks": len(self.table)}))
+        self._heartbeat()
+
+    def _step_down(self, reason: str) -> None:
+        """Leave leadership: every request waiting on it fails so clients retry."""
+        for item in self.pending:
+            if item.kind == "reply":
+                self._reply(item.target, error("leader_changed", "leadership changed before the "
+                                               "request was replicated; retry (it is idempotent)"))
+        for task_id, targets in self.waiters.items():
+            for target in targets:
+                self._reply(target, error("leader_changed", "leadership changed; wait again"))
+        self.pending, self.waiters = [], {}
+        self.followers, self.assigned = {}, {}
+        self.log, self.log_base, self.commit = [], 0, 0
+        self.out.append(Note("stepped_down", {"node": self.id, "term": str(self.term), "reason": reason}))
+
+    # -- state ---------------------------------------------------------------------------
+    def _merge(self, record: TaskRecord) -> TaskRecord | None:
+        """Join a record into the table; log, persist and notify if it changed."""
+        new = self.table.merge(record)
+        if new is None:
+            return None
+        self.dirty[new.task_id] = new
+        self._log_change(new)
+        if new.task_id in self.waiters and new.state.terminal:
+            for target in self.waiters.pop(new.task_id):
+                self._reply(target, {"ok": True, "task": describe(new)})
+        return new
+
+    def _send(self, to: NodeId, message: Any) -> None:
+        self.out.append(Send(to, message))
+
+    # -- membership and failure detection ---------------------------------------------------
+    def _add_peer(self, node: NodeId, priority: int, address: tuple | None) -> Peer:
+        peer = Peer(node, priority, address, last_heard=self.now)
+        self.peers[node] = peer
+        self.out.append(Note("node_joined", {"node": node, "priority": priority}))
+        if self.role is Role.LEADER:
+            self._choose_followers()
+        return peer
+
+    def _heard(self, peer: Peer) -> None:
+        peer.last_heard = self.now
+        if not peer.alive:
+            peer.alive = True
+            self.out.append(Note("node_alive", {"node": peer.node}))
+            if self.role is Role.LEADER:
+                self._choose_followers()
+
+    def _declare_dead(self, peer: Peer, why: str) -> None:
+        peer.alive = False
+        self.out.append(Note("node_dead", {"node": peer.node, "why": why}))
+        if self.role is Role.LEADER:
+            self._reclaim_node(peer.node)
+            self._choose_followers()
+        if peer.node == self.leader:
+            self._start_election(f"leader {peer.node} {why}")
+
+    def _leader_alive(self) -> bool:
+        return (self.leader is not None
+                and self.now - self.leader_heard_at <= self.config.failure_timeout_s)
+
+    def _has_quorum(self) -> bool:
+        live = 1 + sum(1 for p in self.peers.values() if p.alive)
+        return live >= self.config.majority
+
+    # -- timers -----------------------------------------------------------------------------
+    def _on_timer(self, name: str) -> None:
+        if name == "tick":
+            self._tick()
+            self.out.append(SetTimer("tick", self.now + self.config.heartbeat_interval_s))
+        elif name == "election":
+            self._on_election_timer()
+        elif name == "gather":
+            self._on_gather_timer()
+        elif name == "retry":
+            self._on_retry_timer()
+
+    def _tick(self) -> None:
+        if self.stopping:
+            return
+        if self.role is Role.LEADER:
+            for peer in list(self.peers.values()):
+                if peer.alive and self.now - peer.last_heard > self.config.failure_timeout_s:
+                    self._declare_dead(peer, "stopped answering")
+            self._heartbeat()
+            self._resend_stalled()
+        elif self.role is Role.MEMBER and not self._leader_alive():
+            if self.leader in self.peers:
+                self.peers[self.leader].alive = False
+            self._start_election("leader silent" if self.leader else "no leader")
+        elif self.role is Role.MEMBER:
+            self._resend_finished()
+
+    def _heartbeat(self) -> None:
+        members = [Member(self.id, self.priority, self.address, True, self.config.slots,
+                          len(self.assigned.get(self.id, ())))]
+        members += [Member(p.node, p.priority, p.address, p.alive, p.slots,
+                           len(self.assigned.get(p.node, ()))) for p in self.peers.values()]
+        members_t, followers = tuple(members), tuple(self.followers)
+        for peer in self.peers.values():
+            want = peer.node not in self.offers_from
+            self._send(peer.node, Heartbeat(self.term, self.priority, members_t, followers, want))
+
+    # -- messages -----------------------------------------------------------------------------
+    def _on_message(self, sender: NodeId, msg: Any) -> None:
+        peer = self.peers.get(sender)
+        if peer is None:
+            priority = getattr(msg, "priority", None)
+            if priority is None or sender == self.id:
+                return  # a stranger we cannot rank yet; it will introduce itself
+            peer = self._add_peer(sender, priority, getattr(msg, "address", None))
+        if isinstance(msg, Leave):
+            peer.last_heard = float("-inf")
+            if peer.alive:
+                self._declare_dead(peer, "left")
+            return
+        self._heard(peer)
+        if isinstance(msg, _FROM_LEADER) and not self._fence(sender, msg.term):
+            return
+        self._route(sender, peer, msg)
+
+    def _route(self, sender: NodeId, peer: Peer, msg: Any) -> None:
+        match msg:
+            case Heartbeat():
+                self._on_heartbeat(sender, msg)
+            case HeartbeatAck():
+                self._on_heartbeat_ack(sender, msg)
+            case Append():
+                self._on_append(sender, msg)
+            case AppendAck():
+                self._on_append_ack(sender, msg)
+            case Dispatch():
+                self._on_dispatch(sender, msg)
+            case Finished():
+                self._on_finished(sender, msg)
+            case FinishedAck():
+                self._on_finished_ack(msg)
+            case CancelRun():
+                self._on_cancel_run(msg)
+            case Election():
+                self._on_election(sender, msg)
+            case Answer():
+                self._on_answer(sender, msg)
+            case Coordinator():
+                self._on_coordinator(sender, msg)
+            case StateOffer():
+                self._on_state_offer(sender, msg)
+            case Reject():
+                self._on_reject(sender, msg)
+            case Join(priority, address, slots):
+                peer.priority, peer.address, peer.slots = priority, address or peer.address, slots
+                if self.role is Role.LEADER:
+                    self._heartbeat_one(sender)
+            case Forward(origin, request_id, request):
+                self._on_client_request((origin, request_id), request)
+            case ForwardReply(request_id, body):
+                if self.forwarded.pop(request_id, None) is not None:
+                    self.out.append(Reply(request_id, body))
+
+    def _fence(self, sender: NodeId, term: Term) -> bool:
+        """G3: obey a leader's message only under the term we accepted."""
+        if term.node != sender:
+            return False
+        if term < self.term:
+            self._send(sender, Reject(self.term))
+            return False
+        if term > self.term:
+            self._accept_leader(sender, term)
+        elif sender != self.leader:
+            # Our own election was in vain: the leader of our term is alive.
+            self._become(Role.MEMBER)
+            self.leader = sender
+        self.leader_heard_at = self.now
+        return True
+
+    def _on_heartbeat(self, sender: NodeId, msg: Heartbeat) -> None:
+        for m in msg.members:
+            if m.node == self.id:
+                continue
+            peer = self.peers.get(m.node) or self._add_peer(m.node, m.priority, m.address)
+            peer.address = m.address or peer.address
+            if m.node != sender:
+                peer.alive = m.alive
+        self.followed_by = msg.followers
+        self._send(sender, HeartbeatAck(self.term, self.config.slots, self._busy()))
+        if msg.want_offer:
+            self._send_offer()
+        self._resend_finished()
+
+    def _heartbeat_one(self, node: NodeId) -> None:
+        self._send(node, Heartbeat(self.term, self.priority, (), tuple(self.followers),
+                                   node not in self.offers_from))
+
+    # -- client requests ------------------------------------------------------------------------
+    def _reply(self, target: tuple[NodeId, int], body: dict) -> None:
+        origin, request_id = target
+        if origin == self.id:
+            self.out.append(Reply(request_id, body))
+        else:
+            self._send(origin, ForwardReply(request_id, body))
+
+    def _fail_forwarded(self, code: str) -> None:
+        for request_id in self.forwarded:
+            self.out.append(Reply(request_id, error(code, "the leader changed while handling "
+                                                    "the request; retry")))
+        self.forwarded = {}
+
+    def _on_client_request(self, target: tuple[NodeId, int], request: Any) -> None:
+        if isinstance(request, Query) and request.what == "peers":
+            self._reply(target, {"ok": True, **self.view()})
+        elif self.role is Role.LEADER:
+            self._serve(target, request)
+        elif self.leader not in (None, self.id) and target[0] == self.id and self._leader_alive():
+            self.forwarded[target[1]] = self.leader
+            self._send(self.leader, Forward(self.id, target[1], request))
+        elif self.config.quorum and not self._has_quorum():
+            live = 1 + sum(1 for p in self.peers.values() if p.alive)
+            self._reply(target, error("no_quorum", f"no quorum: this node sees {live} of "
+                                      f"{self.config.quorum} nodes"))
+        else:
+            self._reply(target, error("no_leader", "no leader yet (an election is in progress); "
+                                      "retry shortly"))
+
+    def _serve(self, target: tuple[NodeId, int], request: Any) -> None:
+        match request:
+            case Submit(tasks):
+                self._submit(target, tasks)
+            case Cancel(task_id):
+                self._cancel(target, task_id)
+            case Wait(task_id):
+                self._wait(target, task_id)
+            case Query(what, params):
+                self._reply(target, self._query(what, params))
+            case _:
+                self._reply(target, error("invalid", f"unknown request {type(request).__name__}"))
+
+    def _submit(self, target: tuple[NodeId, int], tasks: tuple) -> None:
+        if self.config.quorum and not self._has_quorum():
+            self._reply(target, error("no_quorum", "no quorum: the leader cannot reach a majority"))
+            return
+        if not self.followers and not self._may_ack_unreplicated():
+            self._reply(target, error("unreplicated", "no other node is reachable to hold a copy "
+                                      "of the task (G1); retry when another node is up"))
+            return
+        try:
+            for _, spec in tasks:
+                spec.validate()
+        except ValueError as exc:
+            self._reply(target, error("invalid", str(exc)))
+            return
+        ids = []
+        for task_id, spec in tasks:
+            task_id = task_id or f"{self.rng.getrandbits(64):016x}"
+            if task_id not in self.table:
+                self.submit_counter += 1
+                seq = (self.term.number, self.submit_counter)
+                self._merge(TaskRecord(task_id, spec, seq, self.now))
+            ids.append(task_id)
+        self._await_commit("reply", target, {"ok": True, "ids": ids, "replicated": bool(self.followers),
+                                             "leader": self.id, "term": str(self.term)})
+
+    def _cancel(self, target: tuple[NodeId, int], task_id: str) -> None:
+        record = self.table.get(task_id)
+        if record is None:
+            self._reply(target, error("unknown_task", f"no task with id {task_id}"))
+            return
+        if not record.state.terminal:
+            record = self._merge(replace(record, cancelled=True)) or record
+            self._cancel_attempts(record)
+        self._await_commit("reply", target, {"ok": True, "id": task_id, "state": record.state.value})
+
+    def _wait(self, target: tuple[NodeId, int], task_id: str) -> None:
+        record = self.table.get(task_id)
+        if record is None:
+            self._reply(target, error("unknown_task", f"no task with id {task_id}"))
+        elif record.state.terminal:
+            self._reply(target, {"ok": True, "task": describe(record)})
+        else:
+            self.waiters.setdefault(task_id, []).append(target)
+
+    def _query(self, what: str, params: dict) -> dict:
+        if what == "task":
+            record = self.table.get(str(params.get("id")))
+            if record is None:
+                return error("unknown_task", f"no task with id {params.get('id')}")
+            return {"ok": True, "task": describe(record)}
+        if what == "list":
+            return {"ok": True, **self._list(params)}
+        if what == "stats":
+            return {"ok": True, **self.stats()}
+        return error("invalid", f"unknown query {what!r}")
+
+    def _list(self, params: dict) -> dict:
+        state = params.get("state")
+        records = [r for r in self.table.values() if state is None or r.state.value == state]
+        records.sort(key=lambda r: r.seq, reverse=True)
+        offset, limit = int(params.get("offset", 0)), int(params.get("limit", 50))
+        return {"total": len(records), "tasks": [describe(r) for r in records[offset:offset + limit]]}
+
+    def _complete(self, item: PendingAck) -> None:
+        if item.kind == "reply":
+            self._reply(item.target, item.body or {"ok": True})
+        elif item.kind == "finished":
+            node, attempt_id = item.target
+            if node == self.id:
+                self.unacked.pop(attempt_id, None)
+            else:
+                self._send(node, FinishedAck(self.term, (attempt_id,)))
+
+    # -- read-only views for drivers, clients and the dashboard ------------------------------------
+    def stats(self) -> dict:
+        return {"node": self.id, "role": self.role.value, "term": str(self.term),
+                "leader": self.leader, "counts": {s.value: n for s, n in self.table.counts.items()},
+                "tasks": len(self.table), "commit": self.commit, "last_index": self.last_index}
+
+    def view(self) -> dict:
+        """This node's picture of the cluster (for `p2pq peers` and the dashboard)."""
+        followers = tuple(self.followers) if self.role is Role.LEADER else self.followed_by
+        members = [{"node": self.id, "priority": self.priority, "alive": True, "self": True,
+                    "slots": self.config.slots, "address": self.address}]
+        members += [{"node": p.node, "priority": p.priority, "alive": p.alive, "self": False,
+                     "slots": p.slots, "address": p.address} for p in self.peers.values()]
+        for m in members:
+            m["role"] = ("leader" if m["node"] == self.leader else
+                         "follower" if m["node"] in followers else "member")
+            m["running"] = len(self.assigned.get(m["node"], ())) if self.role is Role.LEADER else None
+        return {"node": self.id, "role": self.role.value, "term": str(self.term),
+                "leader": self.leader, "followers": list(followers), "members": members}
+
+
+__all__ = ["NodeCore", "Peer", "error", "TaskState"]

@@ -1,0 +1,206 @@
+"""Replicating the task table from the leader to its followers.
+
+Theory of operation
+-------------------
+The leader numbers every change of its task table: entry ``i`` of its log
+names the task that changed. It streams the changed tasks' *current* records
+to each follower in ``Append`` messages, pipelined (it does not wait for an
+ack before sending more). Records join as a lattice (see ``tasks.py``), so
+shipping the latest record instead of the historical one, twice, or out of
+order is harmless.
+
+- Followers are the ``replicas`` highest-ranked live nodes other than the
+  leader, so that the next bully winner is the node holding the copy. In
+  quorum mode every live node follows.
+- A follower applies an ``Append`` only if it continues what it has
+  (``prev_index`` equals its applied index) and acknowledges its applied
+  index; after a gap it acknowledges ``ok=False`` and the leader goes back to
+  what was acknowledged. A new follower, or one that fell behind the trimmed
+  log, first gets a snapshot: every record the leader holds.
+- The commit index is the highest index every follower acknowledged
+  (available mode) or that a majority of the cluster holds (quorum mode).
+  A submit is answered only once its entry is committed (G1): a task
+  acknowledged to a client is held by the leader and by its followers.
+- A leader with no follower (every other node is dead) answers submits with
+  an error instead of acknowledging a copy nobody else holds; only a node
+  that has never known a peer, or one run with ``replicas=0``, acknowledges
+  unreplicated, and says so.
+- Messages are lost, so anything unacknowledged after a heartbeat interval is
+  sent again from the acknowledged index.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .events import PersistRecords  # noqa: F401  (re-exported for drivers)
+from .messages import Append, AppendAck
+from .tasks import TaskRecord
+from .types import NodeId, Role
+
+if TYPE_CHECKING:
+    from .node import NodeCore
+
+    _Base = NodeCore
+else:
+    _Base = object
+
+
+@dataclass(slots=True)
+class FollowerProgress:
+    sent: int = 0
+    acked: int = 0
+    snapshot_index: int = 0
+    needs_snapshot: bool = True
+    sent_at: float = 0.0
+
+
+@dataclass(slots=True)
+class PendingAck:
+    """Something to do once the log holds `index` on enough nodes."""
+
+    index: int
+    kind: str              # "reply" or "finished"
+    target: Any            # (origin node, request id) or (node, attempt id)
+    body: dict | None = None
+
+
+class ReplicationMixin(_Base):
+    # -- leader: the log ---------------------------------------------------------
+    @property
+    def last_index(self) -> int:
+        return self.log_base + len(self.log)
+
+    def _log_change(self, record: TaskRecord) -> None:
+        """A record changed on the leader: give it a log entry to ship."""
+        if self.role in (Role.LEADER, Role.GATHERING):
+            self.log.append(record.task_id)
+
+    def _choose_followers(self) -> None:
+        """The highest-ranked live peers hold the copy (next bully winners)."""
+        live = sorted((p for p in self.peers.values() if p.alive), key=lambda p: p.rank, reverse=True)
+        want = len(live) if self.config.quorum else self.config.replicas
+        chosen = [p.node for p in live[:want]]
+        for node in list(self.followers):
+            if node not in chosen:
+                del self.followers[node]
+        for node in chosen:
+            self.followers.setdefault(node, FollowerProgress())
+        self._advance_commit()
+
+    def _replicate(self) -> None:
+        """Ship every follower what it has not been sent yet."""
+        for node, progress in self.followers.items():
+            if progress.needs_snapshot:
+                self._send_snapshot(node, progress)
+            elif progress.sent < self.last_index:
+                self._send_tail(node, progress)
+
+    def _send_snapshot(self, node: NodeId, progress: FollowerProgress) -> None:
+        records = tuple(self.table.values())
+        index = self.last_index
+        self._send(node, Append(self.term, 0, index, records, snapshot=True))
+        progress.needs_snapshot = False
+        progress.snapshot_index = index
+        progress.sent = index
+        progress.sent_at = self.now
+
+    def _send_tail(self, node: NodeId, progress: FollowerProgress) -> None:
+        # Chunks cover consecutive log ranges, so a lost chunk shows up as a
+        # gap at the follower instead of being skipped over.
+        batch = self.config.max_batch
+        for prev in range(progress.sent, self.last_index, batch):
+            last = min(prev + batch, self.last_index)
+            ids = dict.fromkeys(self.log[prev - self.log_base:last - self.log_base])
+            records = tuple(self.table.records[t] for t in ids)
+            self._send(node, Append(self.term, prev, last, records, snapshot=False))
+        progress.sent = self.last_index
+        progress.sent_at = self.now
+
+    def _resend_stalled(self) -> None:
+        """Go back to what a follower acknowledged when its acks stopped coming."""
+        for progress in self.followers.values():
+            stalled = self.now - progress.sent_at >= 2 * self.config.heartbeat_interval_s
+            if progress.acked < progress.sent and stalled:
+                self._rewind(progress, progress.acked)
+
+    def _rewind(self, progress: FollowerProgress, index: int) -> None:
+        if index < progress.snapshot_index or index < self.log_base:
+            progress.needs_snapshot = True
+        else:
+            progress.sent = index
+
+    def _on_append_ack(self, sender: NodeId, msg: AppendAck) -> None:
+        progress = self.followers.get(sender)
+        if progress is None or msg.term != self.term or self.role is not Role.LEADER:
+            return
+        if msg.ok:
+            progress.acked = max(progress.acked, msg.index)
+        else:
+            self._rewind(progress, msg.index)
+        self._advance_commit()
+
+    # -- leader: commit ------------------------------------------------------------
+    def _commit_index(self) -> int:
+        acks = [p.acked for p in self.followers.values()]
+        if self.config.quorum:
+            need = self.config.majority - 1  # the leader holds everything it logged
+            if need <= 0:
+                return self.last_index
+            return sorted(acks, reverse=True)[need - 1] if len(acks) >= need else self.commit
+        if acks:
+            return min(acks)
+        return self.last_index if self._may_ack_unreplicated() else self.commit
+
+    def _may_ack_unreplicated(self) -> bool:
+        return self.config.replicas == 0 or not self.peers
+
+    def _advance_commit(self) -> None:
+        if self.role is not Role.LEADER:
+            return
+        self.commit = max(self.commit, self._commit_index())
+        if not self.pending or self.pending[0].index > self.commit:
+            self._trim_log()
+            return
+        ready = [p for p in self.pending if p.index <= self.commit]
+        self.pending = [p for p in self.pending if p.index > self.commit]
+        for item in ready:
+            self._complete(item)
+        self._trim_log()
+
+    def _trim_log(self) -> None:
+        """Drop log entries every follower has; a laggard gets a snapshot."""
+        if not self.followers:
+            keep_from = self.last_index
+        else:
+            keep_from = min(p.acked for p in self.followers.values())
+        drop = keep_from - self.log_base
+        if drop > 1024:
+            del self.log[:drop]
+            self.log_base = keep_from
+
+    def _await_commit(self, kind: str, target: Any, body: dict | None = None) -> None:
+        """Do `kind` once everything logged so far is committed."""
+        self.pending.append(PendingAck(self.last_index, kind, target, body))
+
+    # -- follower ----------------------------------------------------------------------
+    def _on_append(self, sender: NodeId, msg: Append) -> None:
+        if msg.snapshot:
+            self._apply(msg.records)
+            self.applied_index = msg.last_index
+            self.caught_up = True
+        elif msg.prev_index == self.applied_index:
+            self._apply(msg.records)
+            self.applied_index = max(self.applied_index, msg.last_index)
+        elif msg.last_index <= self.applied_index:
+            pass  # a duplicate of what we have
+        else:
+            self._send(sender, AppendAck(self.term, self.applied_index, ok=False))
+            return
+        self._send(sender, AppendAck(self.term, self.applied_index, ok=True))
+        self._maybe_take_over()
+
+    def _apply(self, records: tuple[TaskRecord, ...]) -> None:
+        for record in records:
+            self._merge(record)

@@ -1,0 +1,294 @@
+"""Tasks, their attempts, and the lattice that merges two copies of a task.
+
+Theory of operation
+-------------------
+A task record is never edited in place; every change makes a new record, and
+any two records of one task can be *joined*:
+
+- the spec, submit order and submit time never change after submit;
+- attempts are a union keyed by attempt id; two copies of one attempt join
+  to the one that knows more (ended beats running, a real outcome beats
+  ``lost``);
+- ``cancelled`` only goes from False to True.
+
+The join is commutative, associative and idempotent, so replication can
+ship whole records in any order, twice, or after a partition, and every copy
+converges. The task's state is *derived* from the record, which gives the
+order the contract needs: a terminal state beats running beats queued.
+
+- succeeded: some attempt succeeded;
+- cancelled: a cancel was requested (and nothing succeeded);
+- failed:    more failed attempts than retries allow;
+- running:   some attempt has not ended;
+- queued:    otherwise; eligible once the retry backoff has passed.
+
+An attempt whose node died is ended with outcome ``lost``; it does not count
+against the task's retries (L3: the task simply goes back to the queue).
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterable, Iterator
+
+from .types import NodeId
+
+
+class TaskState(enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED)
+
+
+KINDS = ("builtin", "python", "shell")
+SUCCEEDED, FAILED, TIMEOUT, CANCELLED, LOST = "succeeded", "failed", "timeout", "cancelled", "lost"
+_OUTCOME_RANK = {None: 0, LOST: 1, CANCELLED: 2, FAILED: 3, TIMEOUT: 3, SUCCEEDED: 4}
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    """What to run and how; immutable once submitted.
+
+    ``options`` carries kind-specific settings the core never reads
+    (keyword arguments, working directory, environment).
+    """
+
+    kind: str
+    target: str
+    args: tuple = ()
+    priority: int = 5
+    retries: int = 0
+    timeout_s: float | None = None
+    options: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        """Raise ValueError with a one-line reason for a spec no node could run."""
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown task kind {self.kind!r}; expected one of {', '.join(KINDS)}")
+        if not self.target:
+            raise ValueError("a task needs a target (a built-in name, pkg.mod:fn or a command)")
+        if self.kind == "python" and ":" not in self.target:
+            raise ValueError(f"python task {self.target!r} must be written as pkg.module:function")
+        if self.retries < 0:
+            raise ValueError(f"retries must be >= 0, got {self.retries}")
+        if self.timeout_s is not None and self.timeout_s <= 0:
+            raise ValueError(f"timeout must be positive, got {self.timeout_s}")
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One execution of a task on one node, as far as anyone knows it."""
+
+    attempt_id: str
+    node: NodeId
+    started_at: float
+    ended_at: float | None = None
+    outcome: str | None = None
+    result: dict | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.ended_at is None
+
+    def join(self, other: Attempt) -> Attempt:
+        """The copy that knows more: ended beats running, real beats lost."""
+        mine = (_OUTCOME_RANK[self.outcome], -(self.ended_at or 0.0))
+        theirs = (_OUTCOME_RANK[other.outcome], -(other.ended_at or 0.0))
+        return self if mine >= theirs else other
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    """The replicated unit: a task and everything known about its attempts."""
+
+    task_id: str
+    spec: TaskSpec
+    seq: tuple[int, int]
+    submitted_at: float
+    attempts: tuple[Attempt, ...] = ()
+    cancelled: bool = False
+
+    # -- derived state ---------------------------------------------------
+    @property
+    def state(self) -> TaskState:
+        outcomes = [a.outcome for a in self.attempts]
+        if SUCCEEDED in outcomes:
+            return TaskState.SUCCEEDED
+        if self.cancelled:
+            return TaskState.CANCELLED
+        if self.failures > self.spec.retries:
+            return TaskState.FAILED
+        if any(a.running for a in self.attempts):
+            return TaskState.RUNNING
+        return TaskState.QUEUED
+
+    @property
+    def failures(self) -> int:
+        return sum(1 for a in self.attempts if a.outcome in (FAILED, TIMEOUT))
+
+    def running_attempts(self) -> Iterator[Attempt]:
+        return (a for a in self.attempts if a.running)
+
+    def attempt(self, attempt_id: str) -> Attempt | None:
+        for a in self.attempts:
+            if a.attempt_id == attempt_id:
+                return a
+        return None
+
+    def eligible_at(self, backoff_s: float, backoff_max_s: float) -> float:
+        """When a queued task may run again: after its retry backoff."""
+        n = self.failures
+        if n == 0:
+            return float("-inf")
+        last_end = max(a.ended_at or 0.0 for a in self.attempts if a.outcome in (FAILED, TIMEOUT))
+        return last_end + min(backoff_s * 2 ** (n - 1), backoff_max_s)
+
+    def final_attempt(self) -> Attempt | None:
+        """The attempt that decided a terminal state (the success, else the last end)."""
+        ended = [a for a in self.attempts if not a.running and a.outcome != LOST]
+        for a in ended:
+            if a.outcome == SUCCEEDED:
+                return a
+        return max(ended, key=lambda a: a.ended_at or 0.0, default=None)
+
+    # -- changes -----------------------------------------------------------
+    def with_attempt(self, attempt: Attempt) -> TaskRecord:
+        """This record with `attempt` joined into its attempts."""
+        merged = _join_attempts(self.attempts, (attempt,))
+        return self if merged == self.attempts else replace(self, attempts=merged)
+
+    def join(self, other: TaskRecord) -> TaskRecord:
+        """The lattice join of two copies of the same task."""
+        if other is self:
+            return self
+        attempts = _join_attempts(self.attempts, other.attempts)
+        cancelled = self.cancelled or other.cancelled
+        if attempts == self.attempts and cancelled == self.cancelled:
+            return self
+        return replace(self, attempts=attempts, cancelled=cancelled)
+
+
+def _join_attempts(a: tuple[Attempt, ...], b: Iterable[Attempt]) -> tuple[Attempt, ...]:
+    by_id = {x.attempt_id: x for x in a}
+    changed = False
+    for y in b:
+        x = by_id.get(y.attempt_id)
+        joined = y if x is None else x.join(y)
+        if joined is not x:
+            by_id[y.attempt_id] = joined
+            changed = True
+    if not changed:
+        return a
+    return tuple(sorted(by_id.values(), key=lambda x: (x.started_at, x.attempt_id)))
+
+
+class TaskTable:
+    """Every task record this node holds, plus the priority queue of runnable ones.
+
+    The queue is a heap of (priority, seq, task_id) with lazy deletion: an
+    entry is checked against the record when popped, so a task that started
+    or finished elsewhere is skipped instead of searched for (G4: the most
+    urgent queued task first, ties in submit order).
+    """
+
+    def __init__(self) -> None:
+        self.records: dict[str, TaskRecord] = {}
+        self._heap: list[tuple[int, tuple[int, int], str]] = []
+        self._queued: set[str] = set()
+        self.counts: dict[TaskState, int] = {s: 0 for s in TaskState}
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self.records
+
+    def get(self, task_id: str) -> TaskRecord | None:
+        return self.records.get(task_id)
+
+    def merge(self, record: TaskRecord) -> TaskRecord | None:
+        """Join `record` in; returns the new record if anything changed, else None."""
+        old = self.records.get(record.task_id)
+        new = record if old is None else old.join(record)
+        if new is old:
+            return None
+        self.records[record.task_id] = new
+        if old is not None:
+            self.counts[old.state] -= 1
+        state = new.state
+        self.counts[state] += 1
+        if state is TaskState.QUEUED and record.task_id not in self._queued:
+            self._queued.add(record.task_id)
+            heapq.heappush(self._heap, (new.spec.priority, new.seq, new.task_id))
+        return new
+
+    def pop_runnable(self, now: float, backoff_s: float, backoff_max_s: float) -> tuple[TaskRecord | None, float | None]:
+        """The most urgent queued task eligible at `now`, and the earliest later eligibility.
+
+        Tasks still in retry backoff are set aside and pushed back, so they keep
+        their place in the queue for when their time comes.
+        """
+        deferred: list[tuple[int, tuple[int, int], str]] = []
+        found: TaskRecord | None = None
+        next_at: float | None = None
+        while self._heap:
+            entry = heapq.heappop(self._heap)
+            record = self.records[entry[2]]
+            if record.state is not TaskState.QUEUED:
+                self._queued.discard(entry[2])
+                continue
+            at = record.eligible_at(backoff_s, backoff_max_s)
+            if at > now:
+                deferred.append(entry)
+                next_at = at if next_at is None else min(next_at, at)
+                continue
+            self._queued.discard(entry[2])
+            found = record
+            break
+        for entry in deferred:
+            heapq.heappush(self._heap, entry)
+        return found, next_at
+
+    def requeue(self, record: TaskRecord) -> None:
+        """Put a task back in the heap (its record says queued again)."""
+        if record.task_id not in self._queued and record.state is TaskState.QUEUED:
+            self._queued.add(record.task_id)
+            heapq.heappush(self._heap, (record.spec.priority, record.seq, record.task_id))
+
+    def queued_count(self) -> int:
+        return self.counts[TaskState.QUEUED]
+
+    def values(self) -> Iterable[TaskRecord]:
+        return self.records.values()
+
+
+def describe(record: TaskRecord) -> dict[str, Any]:
+    """A JSON-able view of a record for clients and the dashboard."""
+    final = record.final_attempt()
+    return {
+        "id": record.task_id,
+        "state": record.state.value,
+        "kind": record.spec.kind,
+        "target": record.spec.target,
+        "args": list(record.spec.args),
+        "priority": record.spec.priority,
+        "retries": record.spec.retries,
+        "timeout_s": record.spec.timeout_s,
+        "submitted_at": record.submitted_at,
+        "attempts": [
+            {
+                "id": a.attempt_id, "node": a.node, "started_at": a.started_at,
+                "ended_at": a.ended_at, "outcome": a.outcome, "result": a.result,
+            }
+            for a in record.attempts
+        ],
+        "result": final.result if final is not None else None,
+    }

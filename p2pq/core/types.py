@@ -1,0 +1,108 @@
+"""Identities, terms, roles and configuration shared by the whole core."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import NamedTuple
+
+NodeId = str
+
+
+class Rank(NamedTuple):
+    """A node's bully rank: the configured priority, ties broken by node id.
+
+    Ranks are unique and totally ordered because node ids are unique.
+    """
+
+    priority: int
+    node: NodeId
+
+
+class Term(NamedTuple):
+    """A leadership ballot: a counter plus the leader's id.
+
+    Terms only grow (G3). Putting the winner's id into the term makes two
+    leaders elected on two sides of a partition hold *different* terms even
+    when both counted to the same number, so "one leader per term" holds in
+    available mode too, where nobody votes.
+    """
+
+    number: int
+    node: NodeId
+
+    def __str__(self) -> str:
+        return f"{self.number}@{self.node}" if self.node else str(self.number)
+
+
+ZERO_TERM = Term(0, "")
+
+
+class Role(enum.Enum):
+    MEMBER = "member"          # obeys a leader, or waits to hear from one
+    ELECTING = "electing"      # sent ELECTION to higher nodes, waits for ANSWER
+    WAITING = "waiting"        # got ANSWER, waits for a higher node's COORDINATOR
+    GATHERING = "gathering"    # won; collects every reachable node's state
+    LEADER = "leader"          # serves submits and dispatches tasks
+
+
+class IllegalTransition(RuntimeError):
+    """A role change the election rules never make: a bug, not an input."""
+
+
+TRANSITIONS: dict[Role, frozenset[Role]] = {
+    Role.MEMBER: frozenset({Role.ELECTING, Role.GATHERING, Role.MEMBER}),
+    Role.ELECTING: frozenset({Role.WAITING, Role.GATHERING, Role.MEMBER, Role.ELECTING}),
+    Role.WAITING: frozenset({Role.ELECTING, Role.MEMBER}),
+    Role.GATHERING: frozenset({Role.LEADER, Role.MEMBER, Role.ELECTING, Role.GATHERING}),
+    Role.LEADER: frozenset({Role.MEMBER, Role.ELECTING}),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Protocol timings and policies; the defaults suit one machine room.
+
+    heartbeat_interval_s   the leader's heartbeat and every node's tick.
+    failure_timeout_s      silence after which a peer is suspected dead.
+    answer_timeout_s       how long a candidate waits for an ANSWER.
+    coordinator_timeout_s  how long a node that got an ANSWER waits for the
+                           COORDINATOR before it starts over.
+    gather_timeout_s       how long a new leader waits for the state of every
+                           reachable node before it serves.
+    replicas               followers that hold every acknowledged task.
+    quorum                 0: available mode. N > 0: quorum mode for a cluster
+                           of N nodes; a leader serves only with a majority.
+    slots                  tasks this node runs at once.
+    retry_backoff_s        first retry delay; doubles per failure.
+    retry_backoff_max_s    cap of the retry delay.
+    max_batch              records per replication message.
+    """
+
+    heartbeat_interval_s: float = 0.2
+    failure_timeout_s: float = 1.0
+    answer_timeout_s: float = 0.2
+    coordinator_timeout_s: float = 1.0
+    gather_timeout_s: float = 0.3
+    replicas: int = 1
+    quorum: int = 0
+    slots: int = 1
+    retry_backoff_s: float = 0.5
+    retry_backoff_max_s: float = 30.0
+    max_batch: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.heartbeat_interval_s <= 0:
+            raise ValueError("heartbeat_interval_s must be positive")
+        if self.failure_timeout_s <= self.heartbeat_interval_s:
+            raise ValueError("failure_timeout_s must exceed heartbeat_interval_s")
+        if self.replicas < 0:
+            raise ValueError("replicas must be >= 0")
+        if self.quorum < 0:
+            raise ValueError("quorum must be 0 (off) or the cluster size")
+        if self.slots < 0:
+            raise ValueError("slots must be >= 0")
+
+    @property
+    def majority(self) -> int:
+        return self.quorum // 2 + 1
