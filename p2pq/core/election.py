@@ -7,7 +7,7 @@ rank should lead; terms make every leadership distinct and only growing.
 
 1. A node suspects the leader when it has not heard from it for
    ``failure_timeout_s`` (or the leader said it is leaving). It then sends
-   ELECTION to every known node of higher rank and waits
+   ELECTION to every higher-ranked node not known to be dead and waits
    ``answer_timeout_s``.
 2. A node that receives ELECTION from a lower node ANSWERs it. If it leads,
    it re-announces itself; if it has no live leader, it starts its own
@@ -58,7 +58,9 @@ class ElectionMixin(_Base):
         self.leader = None
         self._fail_forwarded("leader_changed")
         self.out.append(Note("election_started", {"node": self.id, "reason": reason}))
-        higher = [p for p in self.peers.values() if p.rank > self.rank]
+        # Nodes known dead (silent, left, or no answer last time) are not asked;
+        # one that comes back announces itself and is bullied in again (step 6).
+        higher = [p for p in self.peers.values() if p.rank > self.rank and p.alive]
         if not higher:
             self._win()
             return
@@ -186,7 +188,7 @@ class ElectionMixin(_Base):
         self._adopt_term(term)
         self.leader = leader
         self.leader_heard_at = self.now
-        self.applied_index = 0
+        self.applied_index = -1  # nothing of this term yet: a snapshot must come first
         self.caught_up = False
         self._fail_forwarded("leader_changed")
         self.out.append(Note("leader_accepted", {"node": self.id, "leader": leader, "term": str(term)}))

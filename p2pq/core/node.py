@@ -80,7 +80,7 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin):
         self.commit = 0
         self.followers: dict[NodeId, FollowerProgress] = {}
         self.pending: list[PendingAck] = []
-        self.applied_index = 0
+        self.applied_index = -1
         self.followed_by: tuple[NodeId, ...] = ()
         # scheduling and execution
         self.assigned: dict[NodeId, dict[str, tuple[str, float]]] = {}
@@ -180,6 +180,8 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin):
             return None
         self.dirty[new.task_id] = new
         self._log_change(new)
+        for attempt in new.running_attempts():
+            self._note_running(new.task_id, attempt)
         if new.task_id in self.waiters and new.state.terminal:
             for target in self.waiters.pop(new.task_id):
                 self._reply(target, {"ok": True, "task": describe(new)})
@@ -215,8 +217,11 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin):
             self._start_election(f"leader {peer.node} {why}")
 
     def _leader_alive(self) -> bool:
-        return (self.leader is not None
-                and self.now - self.leader_heard_at <= self.config.failure_timeout_s)
+        return self.leader is not None and not self._leader_silent()
+
+    def _leader_silent(self) -> bool:
+        """No word from a leader for a failure timeout (a new node waits that long too)."""
+        return self.now - self.leader_heard_at > self.config.failure_timeout_s
 
     def _has_quorum(self) -> bool:
         live = 1 + sum(1 for p in self.peers.values() if p.alive)
@@ -241,9 +246,10 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin):
             for peer in list(self.peers.values()):
                 if peer.alive and self.now - peer.last_heard > self.config.failure_timeout_s:
                     self._declare_dead(peer, "stopped answering")
+            self._sweep_leases()
             self._heartbeat()
             self._resend_stalled()
-        elif self.role is Role.MEMBER and not self._leader_alive():
+        elif self.role is Role.MEMBER and self._leader_silent():
             if self.leader in self.peers:
                 self.peers[self.leader].alive = False
             self._start_election("leader silent" if self.leader else "no leader")

@@ -49,8 +49,8 @@ else:
 
 @dataclass(slots=True)
 class FollowerProgress:
-    sent: int = 0
-    acked: int = 0
+    sent: int = -1
+    acked: int = -1
     snapshot_index: int = 0
     needs_snapshot: bool = True
     sent_at: float = 0.0
@@ -126,7 +126,7 @@ class ReplicationMixin(_Base):
                 self._rewind(progress, progress.acked)
 
     def _rewind(self, progress: FollowerProgress, index: int) -> None:
-        if index < progress.snapshot_index or index < self.log_base:
+        if index < 0 or index < progress.snapshot_index or index < self.log_base:
             progress.needs_snapshot = True
         else:
             progress.sent = index
@@ -174,7 +174,7 @@ class ReplicationMixin(_Base):
         if not self.followers:
             keep_from = self.last_index
         else:
-            keep_from = min(p.acked for p in self.followers.values())
+            keep_from = max(0, min(p.acked for p in self.followers.values()))
         drop = keep_from - self.log_base
         if drop > 1024:
             del self.log[:drop]

@@ -144,8 +144,19 @@ class SchedulerMixin(_Base):
         self.assigned.get(node, {}).pop(attempt_id, None)
 
     def _note_running(self, task_id: str, attempt: Attempt) -> None:
+        """Every running attempt a leader learns of is a lease it must watch."""
         if self.role in (Role.LEADER, Role.GATHERING) and attempt.running:
-            self.assigned.setdefault(attempt.node, {})[attempt.attempt_id] = (task_id, self.now)
+            self.assigned.setdefault(attempt.node, {}).setdefault(attempt.attempt_id, (task_id, self.now))
+
+    def _sweep_leases(self) -> None:
+        """Take back attempts held by dead nodes, or by us without running them."""
+        grace = self.config.failure_timeout_s
+        for node in [n for n in self.assigned if n != self.id and not self._is_live_peer(n)]:
+            self._reclaim_node(node)
+        held = set(self.executing) | set(self.unacked)
+        for attempt_id, (task_id, since) in list(self.assigned.get(self.id, {}).items()):
+            if attempt_id not in held and self.now - since >= grace:
+                self._lose_attempt(task_id, attempt_id)
 
     def _rebuild_assignments(self) -> None:
         """A new leader learns who runs what from the merged table."""

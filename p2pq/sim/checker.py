@@ -99,19 +99,19 @@ def _check_leaders(history: History, r: Report) -> None:
 def count_inversions(history: History) -> int:
     """Starts of a less urgent task while a more urgent acknowledged one waited (same leader term)."""
     first_start: dict[str, float] = {}
-    for e in sorted(history.executions.values(), key=lambda e: e.started_at):
-        first_start.setdefault(e.task_id, e.started_at)
+    for e in sorted(history.executions.values(), key=lambda e: e.dispatched_at):
+        first_start.setdefault(e.task_id, e.dispatched_at)
     acked = [(op.acked_at, op.priority, op.task_id, op.ack_term) for op in history.ops.values()
              if op.acked_at is not None and op.task_id in first_start]
     inversions = 0
     for e in history.executions.values():
         op = history.ops.get(e.task_id)
         term = _attempt_term(e.attempt_id)
-        if op is None or first_start[e.task_id] != e.started_at:
+        if op is None or first_start[e.task_id] != e.dispatched_at:
             continue
         for acked_at, priority, task_id, ack_term in acked:
-            if (priority < op.priority and ack_term == term and acked_at < e.started_at
-                    and first_start[task_id] > e.started_at):
+            if (priority < op.priority and ack_term == term and acked_at < e.dispatched_at
+                    and first_start[task_id] > e.dispatched_at):
                 inversions += 1
                 break
     return inversions

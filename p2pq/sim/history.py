@@ -28,6 +28,7 @@ class Execution:
     attempt_id: str
     node: str
     started_at: float
+    dispatched_at: float  # the leader's decision, which is what priority order is about
     ended_at: float | None = None
     outcome: str | None = None
 
@@ -54,8 +55,9 @@ class History:
         self.refusals.append((at, code))
 
     # -- executors -----------------------------------------------------------------
-    def execution_start(self, task_id: str, attempt_id: str, node: str, at: float) -> None:
-        self.executions[attempt_id] = Execution(task_id, attempt_id, node, at)
+    def execution_start(self, task_id: str, attempt_id: str, node: str, at: float,
+                        dispatched_at: float) -> None:
+        self.executions[attempt_id] = Execution(task_id, attempt_id, node, at, dispatched_at)
 
     def execution_end(self, attempt_id: str, at: float, outcome: str) -> None:
         e = self.executions.get(attempt_id)

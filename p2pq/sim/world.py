@@ -252,7 +252,9 @@ class World:
 
     def _run_task(self, node_id: str, node: SimNode, task_id: str, attempt_id: str, spec) -> None:
         duration = float(spec.args[0]) if spec.target == "sleep" and spec.args else self.task_duration_s
-        self.history.execution_start(task_id, attempt_id, node_id, self.now)
+        record = node.core.executing.get(attempt_id)
+        dispatched_at = record.attempt(attempt_id).started_at if record else self.now
+        self.history.execution_start(task_id, attempt_id, node_id, self.now, dispatched_at)
 
         def done() -> None:
             if node.alive and node.incarnation == incarnation and not self.history.execution_ended(attempt_id):

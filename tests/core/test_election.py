@@ -1,0 +1,134 @@
+"""The bully rules with terms, one scripted node at a time."""
+
+from __future__ import annotations
+
+import pytest
+
+from p2pq.core.events import Note, PersistTerm, Send, SetTimer, TimerFired
+from p2pq.core.messages import (Answer, Append, AppendAck, Coordinator, Election, Heartbeat,
+                                HeartbeatAck, Reject, StateOffer)
+from p2pq.core.types import IllegalTransition, Role, Term
+
+from helpers import make_leader, node, of, recv, sends
+
+
+def test_nobody_elects_before_the_failure_timeout():
+    n = node("n1", 1, {"n2": 2})
+    out = n.handle(TimerFired("tick"), 0.4)
+    assert sends(out) == []
+    assert n.role is Role.MEMBER
+
+
+def test_higher_node_answers_a_lower_one_and_starts_its_own_election():
+    n2 = node("n2", 2, {"n1": 1, "n3": 3})
+    out = recv(n2, "n1", Election(Term(0, ""), 1), 0.1)
+    assert sends(out, Answer, to="n1") == [Answer(Term(0, ""))]
+    # Bully step 2: no live leader, so n2 asks the nodes above it.
+    assert sends(out, Election, to="n3") == [Election(Term(0, ""), 2)]
+    assert n2.role is Role.ELECTING
+
+
+def test_a_node_with_a_live_leader_answers_but_does_not_disturb_it():
+    n2 = node("n2", 2, {"n1": 1, "n3": 3})
+    recv(n2, "n3", Coordinator(Term(1, "n3"), 3), 0.1)
+    out = recv(n2, "n1", Election(Term(1, "n3"), 1), 0.2)
+    assert sends(out, Answer, to="n1")
+    assert sends(out, Election) == []
+    assert n2.role is Role.MEMBER
+
+
+def test_no_answer_makes_the_candidate_leader_with_a_new_persisted_term():
+    n2 = node("n2", 2, {"n1": 1, "n3": 3})
+    out = n2.handle(TimerFired("tick"), 1.2)
+    assert sends(out, Election, to="n3")
+    assert SetTimer("election", pytest.approx(1.4)) in out
+    out = n2.handle(TimerFired("election"), 1.4)
+    term = Term(1, "n2")
+    assert n2.role is Role.GATHERING and n2.term == term
+    # The term is written before anything is said under it.
+    first_send = next(i for i, c in enumerate(out) if isinstance(c, Send))
+    assert PersistTerm(term) in out[:first_send]
+    assert sends(out, Coordinator, to="n1") == [Coordinator(term, 2)]
+    assert sends(out, Coordinator, to="n3") == [Coordinator(term, 2)]
+
+
+def test_an_answer_makes_the_candidate_wait_for_the_coordinator_then_retry():
+    n1 = node("n1", 1, {"n2": 2})
+    n1.handle(TimerFired("tick"), 1.2)
+    recv(n1, "n2", Answer(Term(0, "")), 1.25)
+    assert n1.role is Role.WAITING
+    out = n1.handle(TimerFired("election"), 1.25 + 1.0)
+    assert n1.role is Role.ELECTING
+    assert sends(out, Election, to="n2")
+
+
+def test_the_winner_serves_only_after_gathering_everyones_state():
+    n3 = node("n3", 3, {"n1": 1, "n2": 2})
+    n3.handle(TimerFired("tick"), 1.2)
+    assert n3.role is Role.GATHERING
+    recv(n3, "n1", StateOffer(n3.term, (), ()), 1.21)
+    assert n3.role is Role.GATHERING  # n2 has not answered yet
+    out = recv(n3, "n2", StateOffer(n3.term, (), ()), 1.22)
+    assert n3.role is Role.LEADER
+    assert [c.kind for c in of(out, Note)].count("leader_elected") == 1
+
+
+def test_gathering_ends_at_the_timeout_in_available_mode():
+    n3 = node("n3", 3, {"n1": 1, "n2": 2})
+    n3.handle(TimerFired("tick"), 1.2)
+    n3.handle(TimerFired("gather"), 1.2 + n3.config.gather_timeout_s)
+    assert n3.role is Role.LEADER
+
+
+def test_a_coordinator_of_a_lower_term_is_rejected():
+    n1 = node("n1", 1, {"n2": 2, "n3": 3})
+    recv(n1, "n3", Coordinator(Term(5, "n3"), 3), 0.1)
+    out = recv(n1, "n2", Coordinator(Term(4, "n2"), 2), 0.2)
+    assert sends(out, Reject, to="n2") == [Reject(Term(5, "n3"))]
+    assert n1.term == Term(5, "n3") and n1.leader == "n3"
+
+
+def test_messages_of_a_deposed_leader_are_fenced():
+    n1 = node("n1", 1, {"n2": 2, "n3": 3})
+    recv(n1, "n3", Coordinator(Term(5, "n3"), 3), 0.1)
+    out = recv(n1, "n2", Append(Term(4, "n2"), 0, 1, (), snapshot=True), 0.2)
+    assert sends(out, Reject, to="n2") == [Reject(Term(5, "n3"))]
+    assert sends(out, AppendAck) == []
+
+
+def test_a_fenced_leader_steps_down_and_re_elects_above_the_newer_term():
+    n3 = node("n3", 3, {"n1": 1, "n2": 2})
+    make_leader(n3)
+    out = recv(n3, "n1", Reject(Term(7, "n2")), 2.0)
+    assert any(isinstance(c, Note) and c.kind == "stepped_down" for c in out)
+    # n3 is the highest node, so it wins again at once, above term 7.
+    assert n3.term == Term(8, "n3")
+    assert sends(out, Coordinator, to="n2") == [Coordinator(Term(8, "n3"), 3)]
+
+
+def test_a_restarted_higher_node_catches_up_before_it_takes_over():
+    n3 = node("n3", 3, {"n1": 1, "n2": 2})
+    out = recv(n3, "n2", Heartbeat(Term(2, "n2"), 2, (), ("n3",), want_offer=True), 0.1)
+    assert n3.leader == "n2" and n3.role is Role.MEMBER
+    assert sends(out, Election) == [] and sends(out, Coordinator) == []
+    assert sends(out, StateOffer, to="n2") and sends(out, HeartbeatAck, to="n2")
+    out = recv(n3, "n2", Append(Term(2, "n2"), 0, 4, (), snapshot=True), 0.2)
+    assert sends(out, AppendAck, to="n2") == [AppendAck(Term(2, "n2"), 4, ok=True)]
+    # Caught up, it outranks its leader: now it bullies, with a higher term.
+    assert n3.role is Role.GATHERING and n3.term == Term(3, "n3")
+    assert sends(out, Coordinator, to="n2") == [Coordinator(Term(3, "n3"), 3)]
+
+
+def test_a_leader_that_leaves_is_replaced_without_waiting_for_a_timeout():
+    from p2pq.core.messages import Leave
+    n2 = node("n2", 2, {"n1": 1, "n3": 3})
+    recv(n2, "n3", Coordinator(Term(1, "n3"), 3), 0.1)
+    out = recv(n2, "n3", Leave(), 0.2)
+    assert n2.role is Role.GATHERING and n2.term == Term(2, "n2")
+    assert sends(out, Coordinator, to="n1")
+
+
+def test_an_illegal_role_transition_raises():
+    n1 = node("n1", 1, {"n2": 2})
+    with pytest.raises(IllegalTransition, match=r"invalid transition \[member -> leader\]"):
+        n1._become(Role.LEADER)
