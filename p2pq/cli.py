@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -27,6 +28,325 @@ def main() -> None:
       p2pq demo                       a local 3-node cluster, a leader kill, no task lost
       p2pq sim leader-crash           the protocol under faults, in a simulator
     """
+
+
+CLUSTER_DIR = click.option("--cluster-dir", type=click.Path(file_okay=False, path_type=Path),
+                           envvar="P2PQ_CLUSTER_DIR", default=None,
+                           help="The cluster's CA directory (default: ~/.config/p2pq/cluster; "
+                                "env P2PQ_CLUSTER_DIR).")
+NODE = click.option("--node", envvar="P2PQ_NODE", default=None, metavar="HOST:PORT",
+                    help="The node to talk to (default: 127.0.0.1:7470; env P2PQ_NODE). "
+                         "Any node will do: it forwards to the leader.")
+JSON = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+
+
+def _cluster_dir(path: Path | None) -> Path:
+    from .net.pki import default_cluster_dir
+    return path or default_cluster_dir()
+
+
+@main.command()
+@CLUSTER_DIR
+@click.option("--export", "export_to", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write a join bundle (CA + key + token: a SECRET) for a machine without the shared directory.")
+@click.option("--join", "join_from", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Install a join bundle made with --export on another machine.")
+@click.option("--force", is_flag=True, help="With --join: replace a different existing cluster CA.")
+def init(cluster_dir, export_to, join_from, force):
+    """Create the cluster's certificate authority (once; running it again is harmless).
+
+    Every node and client proves membership with a certificate signed by
+    this CA, and every connection is mutually authenticated TLS 1.3. On lab
+    machines with a shared home directory the default location is the same
+    everywhere, so `p2pq init` on one machine is all the setup there is.
+
+    \b
+    A machine without the shared directory:
+      lab01$ p2pq init --export cluster.bundle      # keep it secret
+      laptop$ p2pq init --join cluster.bundle
+    """
+    from .net import pki
+    directory = _cluster_dir(cluster_dir)
+    try:
+        if join_from is not None:
+            pki.import_bundle(join_from, directory, force=force)
+            click.echo(f"joined the cluster {pki.ca_fingerprint(directory)[:16]} in {directory}")
+            return
+        created = pki.init_cluster(directory)
+        fp = pki.ca_fingerprint(directory)[:16]
+        click.echo(f"{'created' if created else 'kept the existing'} cluster CA {fp} in {directory}")
+        if export_to is not None:
+            pki.export_bundle(directory, export_to)
+            click.echo(f"wrote the join bundle {export_to} (a secret: it lets a machine join)")
+    except pki.PKIError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _parse_peer(ctx, param, values):
+    from .client import parse_address
+    try:
+        return [parse_address(v) for v in values]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@main.command()
+@CLUSTER_DIR
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where this node keeps its identity and journal (default: ~/.local/share/p2pq/NODE_ID).")
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=7470, show_default=True)
+@click.option("--advertise", default=None, metavar="HOST", help="Address peers should dial (default: detected).")
+@click.option("--peer", "peers", multiple=True, callback=_parse_peer, metavar="HOST:PORT",
+              help="A node to contact at start (repeatable); needed where multicast is blocked.")
+@click.option("--no-mdns", is_flag=True, help="Do not use mDNS discovery (rely on --peer and gossip).")
+@click.option("--priority", type=int, default=0, show_default=True,
+              help="Bully rank: the highest live node leads (ties: node id).")
+@click.option("--slots", type=click.IntRange(0), default=None, help="Tasks run at once (default: CPU count).")
+@click.option("--replicas", type=click.IntRange(0), default=1, show_default=True,
+              help="Followers holding every acknowledged task.")
+@click.option("--quorum", type=click.IntRange(0), default=0, show_default=True,
+              help="Cluster size N for quorum mode (only a majority serves); 0 = available mode.")
+@click.option("--http", "http_port", type=click.IntRange(0, 65535), default=None,
+              help="Serve the HTTP API and dashboard on this port.")
+@click.option("--http-host", default="127.0.0.1", show_default=True,
+              help="Address of the HTTP server (0.0.0.0 exposes it to the network).")
+@click.option("--node-id", default=None, help="Stable node id (default: HOSTNAME-PORT).")
+@click.option("--heartbeat-ms", type=click.IntRange(10), default=200, show_default=True)
+@click.option("--failure-timeout-ms", type=click.IntRange(50), default=1000, show_default=True)
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+              show_default=True)
+def node(cluster_dir, data_dir, host, port, advertise, peers, no_mdns, priority, slots, replicas,
+         quorum, http_port, http_host, node_id, heartbeat_ms, failure_timeout_ms, log_level):
+    """Run a node: join (or found) the cluster, hold the queue, run tasks.
+
+    Start the same command on every machine. Nodes find each other by mDNS,
+    by --peer seeds and by gossip; the highest --priority leads; every node
+    runs tasks in --slots worker processes. Stop with Ctrl-C: the node says
+    goodbye so the others fail over at once.
+    """
+    import asyncio
+    import logging
+    import os as _os
+    from .core.types import Config
+    from .net.node import NodeSettings, run_node
+    from .net.pki import PKIError
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        config = Config(heartbeat_interval_s=heartbeat_ms / 1000, failure_timeout_s=failure_timeout_ms / 1000,
+                        replicas=replicas, quorum=quorum, slots=slots if slots is not None else (_os.cpu_count() or 1))
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    settings = NodeSettings(cluster_dir=_cluster_dir(cluster_dir), data_dir=data_dir, host=host, port=port,
+                            advertise_host=advertise, peers=list(peers), mdns=not no_mdns, priority=priority,
+                            node_id=node_id, config=config, http_port=http_port, http_host=http_host)
+    try:
+        asyncio.run(run_node(settings))
+    except PKIError as exc:
+        raise UserError(str(exc)) from None
+    except OSError as exc:
+        raise UserError(f"cannot start the node: {exc}") from None
+
+
+class _SubmitCommand(click.Command):
+    """Remembers whether `--` was given: `p2pq submit -- CMD ARGS` is a shell command."""
+
+    def parse_args(self, ctx, args):
+        ctx.meta["p2pq_shell"] = "--" in args
+        return super().parse_args(ctx, args)
+
+
+def _client(node: str | None, cluster_dir: Path | None, timeout_s: float = 15.0):
+    from .client import Client
+    try:
+        return Client(node, cluster_dir=cluster_dir, timeout_s=timeout_s)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _call(fn, *args, **kwargs):
+    from .client import P2PQError
+    try:
+        return fn(*args, **kwargs)
+    except P2PQError as exc:
+        raise UserError(str(exc)) from None
+
+
+@main.command(cls=_SubmitCommand, context_settings={"ignore_unknown_options": False})
+@NODE
+@CLUSTER_DIR
+@click.option("--priority", type=int, default=5, show_default=True, help="Urgency: 1 runs before 5.")
+@click.option("--retries", type=click.IntRange(0), default=0, show_default=True,
+              help="Extra attempts after a failure (with backoff).")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(0, min_open=True), default=None,
+              help="Kill the task after this many seconds.")
+@click.option("--cwd", default=None, help="Working directory of a shell command.")
+@click.option("--id", "task_id", default=None, help="Choose the task id (a retried submit is idempotent).")
+@click.option("--wait", is_flag=True, help="Wait for the task to finish and print its result.")
+@JSON
+@click.argument("task")
+@click.argument("args", nargs=-1)
+@click.pass_context
+def submit(ctx, node, cluster_dir, priority, retries, timeout_s, cwd, task_id, wait, as_json, task, args):
+    """Submit TASK with ARGS; prints its id once the cluster holds it on two nodes.
+
+    \b
+    TASK is a built-in (echo, sleep, fibonacci, is_prime, reverse_string,
+    to_uppercase, noop, fail, cpu_burn), or a Python callable pkg.module:function
+    (importable on every node; ARGS are JSON values or strings), or, after --,
+    a shell command run without a shell.
+
+    \b
+    Examples:
+      p2pq submit fibonacci 30 --priority 1 --wait
+      p2pq submit mylab.jobs:train '{"epochs": 3}'
+      p2pq submit --timeout 60 -- python3 simulate.py --steps 1000
+    """
+    from .client import make_spec
+    kind = "shell" if ctx.meta.get("p2pq_shell") else None
+    parsed = list(args) if kind == "shell" else [_json_arg(a) for a in args]
+    try:
+        spec = make_spec(task, parsed, kind=kind, priority=priority, retries=retries, timeout_s=timeout_s, cwd=cwd)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    with _client(node, cluster_dir) as client:
+        reply = _call(client.submit_spec, spec, task_id)
+        tid = reply["ids"][0]
+        result = _call(client.result, tid, wait=True) if wait else None
+    if as_json:
+        click.echo(json.dumps({"id": tid, "replicated": reply["replicated"], "leader": reply["leader"],
+                               "term": reply["term"], **({"task": result} if result else {})}, indent=2))
+        return
+    note = "" if reply["replicated"] else "  (unreplicated: a cluster of one node)"
+    click.echo(f"{tid}{note}")
+    if result is not None:
+        _print_result(result)
+        if result["state"] != "succeeded":
+            sys.exit(1)
+
+
+def _json_arg(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _print_result(task: dict) -> None:
+    result = task.get("result") or {}
+    click.echo(f"state: {task['state']}")
+    if "value" in result and result.get("value") is not None:
+        click.echo(f"value: {json.dumps(result['value'])}")
+    for stream in ("stdout", "stderr"):
+        if result.get(stream):
+            click.echo(f"{stream}:\n{result[stream].rstrip()}")
+    if result.get("error"):
+        click.echo(f"error: {result['error']}")
+
+
+@main.command()
+@NODE
+@CLUSTER_DIR
+@JSON
+@click.argument("task_id")
+def status(node, cluster_dir, as_json, task_id):
+    """Show a task: state, priority, and every attempt (node, start, end, outcome)."""
+    with _client(node, cluster_dir) as client:
+        task = _call(client.status, task_id)
+    if as_json:
+        click.echo(json.dumps(task, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+    console = Console()
+    console.print(f"[bold]{task['id']}[/]  {task['kind']} {task['target']} {task['args']}  "
+                  f"priority {task['priority']}  [bold]{task['state']}[/]")
+    table = Table("attempt", "node", "started", "ended", "outcome")
+    for a in task["attempts"]:
+        table.add_row(a["id"], a["node"], _clock(a["started_at"]), _clock(a["ended_at"]), a["outcome"] or "running")
+    console.print(table)
+
+
+def _clock(t) -> str:
+    import time as _time
+    return "" if t is None else _time.strftime("%H:%M:%S", _time.localtime(t)) + f".{int(t * 1000) % 1000:03d}"
+
+
+@main.command()
+@NODE
+@CLUSTER_DIR
+@click.option("--wait", is_flag=True, help="Wait until the task has finished.")
+@click.option("--timeout", "timeout_s", type=float, default=None, help="With --wait: give up after S seconds.")
+@JSON
+@click.argument("task_id")
+def result(node, cluster_dir, wait, timeout_s, as_json, task_id):
+    """Print a task's result (value, or exit code and output of a shell command)."""
+    with _client(node, cluster_dir) as client:
+        task = _call(client.result, task_id, wait=wait, timeout_s=timeout_s)
+    if as_json:
+        click.echo(json.dumps(task, indent=2))
+        return
+    _print_result(task)
+    if task["state"] in ("failed", "cancelled"):
+        sys.exit(1)
+
+
+@main.command(name="ls")
+@NODE
+@CLUSTER_DIR
+@click.option("--state", type=click.Choice(["queued", "running", "succeeded", "failed", "cancelled"]), default=None)
+@click.option("--limit", type=click.IntRange(1, 10000), default=20, show_default=True)
+@JSON
+def ls(node, cluster_dir, state, limit, as_json):
+    """List the newest tasks (optionally in one state)."""
+    with _client(node, cluster_dir) as client:
+        listing = _call(client.list, state, limit)
+    if as_json:
+        click.echo(json.dumps(listing, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+    table = Table("id", "state", "prio", "task", "attempts", "node", title=f"{listing['total']} task(s)")
+    for t in listing["tasks"]:
+        last = t["attempts"][-1]["node"] if t["attempts"] else ""
+        table.add_row(t["id"], t["state"], str(t["priority"]), f"{t['target']} {' '.join(map(str, t['args']))}"[:40],
+                      str(len(t["attempts"])), last)
+    Console().print(table)
+
+
+@main.command()
+@NODE
+@CLUSTER_DIR
+@JSON
+@click.argument("task_id")
+def cancel(node, cluster_dir, as_json, task_id):
+    """Cancel a task (a running one is killed)."""
+    with _client(node, cluster_dir) as client:
+        reply = _call(client.cancel, task_id)
+    click.echo(json.dumps(reply, indent=2) if as_json else f"{task_id}: {reply['state']}")
+
+
+@main.command()
+@NODE
+@CLUSTER_DIR
+@JSON
+def peers(node, cluster_dir, as_json):
+    """Who is in the cluster: leader, followers, term, alive, slots."""
+    with _client(node, cluster_dir) as client:
+        view = _call(client.peers)
+    if as_json:
+        view.pop("type", None), view.pop("req", None), view.pop("ok", None)
+        click.echo(json.dumps(view, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+    table = Table("node", "role", "priority", "alive", "slots", "address",
+                  title=f"term {view['term']}, leader {view['leader']} (as seen by {view['node']})")
+    for m in sorted(view["members"], key=lambda m: (-m["priority"], m["node"])):
+        addr = ":".join(map(str, m["address"])) if m["address"] else ""
+        table.add_row(m["node"] + (" (this)" if m["self"] else ""), m["role"], str(m["priority"]),
+                      "yes" if m["alive"] else "[red]no[/]", str(m["slots"]), addr)
+    Console().print(table)
 
 
 @main.command()

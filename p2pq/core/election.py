@@ -22,7 +22,8 @@ rank should lead; terms make every leadership distinct and only growing.
 5. Fencing (G3): a node obeys only messages of the term it accepted. An
    older term is refused with REJECT(newer term); a newer term from a
    leader is accepted on sight (a missed COORDINATOR). A leader that hears
-   REJECT or meets another leader steps down and runs a new election, so the
+   REJECT stops leading: if it outranks the newer term's leader it runs a
+   new election at once, otherwise it waits to hear from that leader. So the
    higher-ranked one ends up leading with a term above both, holding the
    merge of both sides (L2).
 6. A higher-ranked node that joins a running cluster first catches up: it
@@ -163,10 +164,25 @@ class ElectionMixin(_Base):
             self._send_offer()  # asked again: our offer may have been lost
 
     def _on_reject(self, sender: str, msg: Reject) -> None:
-        """Fencing (G3): our term is stale; a leader stands down and re-elects."""
+        """Fencing (G3): our term is stale, so we stop leading.
+
+        If we outrank the newer term's leader we bully it at once (with a
+        term above its own). Otherwise we wait for that leader to reach us
+        (gossip introduces it); if it never does, the failure timeout starts
+        an election as usual. Re-electing at once here would make nodes that
+        do not yet know each other fence each other in turn.
+        """
         self._see_term(msg.term)
-        if msg.term > self.term and self.role in (Role.LEADER, Role.GATHERING):
+        if msg.term <= self.term or self.role not in (Role.LEADER, Role.GATHERING):
+            return
+        owner = self.peers.get(msg.term.node)
+        if owner is not None and self.rank > owner.rank:
             self._start_election(f"fenced by term {msg.term}")
+            return
+        self._step_down(f"fenced by term {msg.term}")
+        self._become(Role.MEMBER)
+        self.leader = None
+        self.leader_heard_at = self.now
 
     def _on_state_offer(self, sender: str, msg: StateOffer) -> None:
         """Step 4: merge whatever a node holds (facts are kept whatever their term)."""

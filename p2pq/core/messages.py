@@ -43,6 +43,14 @@ class Join:
 
 
 @dataclass(frozen=True, slots=True)
+class Gossip:
+    """Peers the sender knows that the leader's heartbeat did not list."""
+
+    TYPE: ClassVar[str] = "gossip"
+    members: tuple[Member, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Leave:
     TYPE: ClassVar[str] = "leave"
 
@@ -272,7 +280,7 @@ _CODECS: dict[str, _Codec] = {
 
 MESSAGE_TYPES: dict[str, type] = {
     cls.TYPE: cls
-    for cls in (Join, Leave, Heartbeat, HeartbeatAck, Election, Answer, Coordinator, StateOffer,
+    for cls in (Join, Gossip, Leave, Heartbeat, HeartbeatAck, Election, Answer, Coordinator, StateOffer,
                 Reject, Append, AppendAck, Dispatch, Finished, FinishedAck, CancelRun, Forward,
                 ForwardReply, Submit, Cancel, Query, Wait)
 }

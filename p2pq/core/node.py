@@ -18,7 +18,7 @@ from .events import (ClientRequested, Command, Event, MessageReceived, Note, Pee
                      PersistRecords, Reply, Send, SetTimer, ShutdownRequested, Started,
                      TaskCompleted, TimerFired)
 from .messages import (Answer, Append, AppendAck, CancelRun, Coordinator, Dispatch, Election,
-                       Finished, FinishedAck, Forward, ForwardReply, Heartbeat, HeartbeatAck, Join,
+                       Finished, FinishedAck, Forward, ForwardReply, Gossip, Heartbeat, HeartbeatAck, Join,
                        Leave, Member, Query, Reject, StateOffer, Submit, Cancel, Wait)
 from .replication import FollowerProgress, PendingAck, ReplicationMixin
 from .scheduler import SchedulerMixin
@@ -316,6 +316,10 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin):
                 peer.priority, peer.address, peer.slots = priority, address or peer.address, slots
                 if self.role is Role.LEADER:
                     self._heartbeat_one(sender)
+            case Gossip(members):
+                for m in members:
+                    if m.node != self.id and m.node not in self.peers:
+                        self._add_peer(m.node, m.priority, m.address)
             case Forward(origin, request_id, request):
                 self._on_client_request((origin, request_id), request)
             case ForwardReply(request_id, body):
@@ -346,6 +350,14 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin):
             peer.address = m.address or peer.address
             if m.node != sender:
                 peer.alive = m.alive
+        if msg.members:
+            # Gossip back what the leader does not know: with --peer seeds two
+            # nodes may know each other only through us.
+            listed = {m.node for m in msg.members}
+            missing = tuple(Member(p.node, p.priority, p.address, p.alive, p.slots, 0)
+                            for p in self.peers.values() if p.node not in listed)
+            if missing:
+                self._send(sender, Gossip(missing))
         self.followed_by = msg.followers
         self._send(sender, HeartbeatAck(self.term, self.config.slots, self._busy()))
         if msg.want_offer:

@@ -99,10 +99,16 @@ class Attempt:
         return self.ended_at is None
 
     def join(self, other: Attempt) -> Attempt:
-        """The copy that knows more: ended beats running, real beats lost."""
-        mine = (_OUTCOME_RANK[self.outcome], -(self.ended_at or 0.0))
-        theirs = (_OUTCOME_RANK[other.outcome], -(other.ended_at or 0.0))
-        return self if mine >= theirs else other
+        """The copy that knows more: ended beats running, real beats lost.
+
+        Ties are broken on every field, so the join is a total order and
+        copies converge whichever way round they meet.
+        """
+        return self if self._join_key() >= other._join_key() else other
+
+    def _join_key(self) -> tuple:
+        return (_OUTCOME_RANK[self.outcome], -(self.ended_at or 0.0), self.outcome or "",
+                repr(sorted(self.result.items())) if self.result else "")
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,7 +48,7 @@ def run(scenario_name: str, scenario: Scenario, seed: int, *, nodes: int = 5, mo
     """One seeded run. Faults end by `end_faults_s`: everything heals and restarts, then the queue drains."""
     if config is None:
         config = Config(quorum=nodes if mode == "quorum" else 0)
-    world = World(nodes, seed, config, link=link)
+    world = World(nodes, seed, config, link=link, **getattr(scenario, "world_options", {}))
     clients = Clients(world, workload or Workload())
     clients.start()
     scenario(world)

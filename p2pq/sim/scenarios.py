@@ -87,12 +87,21 @@ def isolate_leader(world: World) -> None:
     _at(world, _jitter(world, 3.0), cut)
 
 
+def seed_discovery(world: World) -> None:
+    """No multicast: every node knows only n1 (--peer n1); gossip must do the rest; then the leader dies."""
+    leader_crash(world)
+
+
+seed_discovery.world_options = {"discovery": "seed"}  # type: ignore[attr-defined]
+
+
 SCENARIOS = {
     "calm": calm,
     "leader-crash": leader_crash,
     "follower-crash": follower_crash,
     "follower-then-leader-crash": follower_then_leader_crash,
     "isolate-leader": isolate_leader,
+    "seed-discovery": seed_discovery,
 }
 
 __all__ = ["SCENARIOS", "leader_of", "follower_of", "Role"]

@@ -57,8 +57,10 @@ class World:
 
     def __init__(self, n_nodes: int, seed: int, config: Config | None = None, *,
                  link: LinkModel | None = None, graph: nx.Graph | None = None,
-                 task_duration_s: float = 0.05, record_messages: bool = True) -> None:
+                 task_duration_s: float = 0.05, record_messages: bool = True,
+                 discovery: str = "full") -> None:
         self.seed = seed
+        self.discovery = discovery  # "full" (mDNS finds all) or "seed" (everyone knows only n1)
         self.rng = random.Random(seed)
         self.config = config or Config()
         self.link = link or LinkModel()
@@ -124,9 +126,12 @@ class World:
     def _boot(self, node_id: str) -> None:
         node = self.nodes[node_id]
         self._feed(node_id, Started())
-        for other in self.ids:  # discovery (mDNS) finds every node on the LAN
-            if other != node_id:
-                self._feed(node_id, PeerDiscovered(other, self.nodes[other].priority))
+        if self.discovery == "full":  # mDNS finds every node on the LAN
+            others = [o for o in self.ids if o != node_id]
+        else:  # --peer n1 on every node: the rest must come from gossip
+            others = [self.ids[0]] if node_id != self.ids[0] else []
+        for other in others:
+            self._feed(node_id, PeerDiscovered(other, self.nodes[other].priority))
 
     def crash(self, node_id: str) -> None:
         node = self.nodes[node_id]

@@ -29,7 +29,7 @@ def sweep(name: str, seeds: int, mode: str = "available") -> list:
 
 
 @pytest.mark.parametrize("name", ["leader-crash", "follower-crash", "follower-then-leader-crash",
-                                  "isolate-leader"])
+                                  "isolate-leader", "seed-discovery"])
 def test_nothing_acknowledged_is_lost_in_available_mode(name):
     failures = sweep(name, SEEDS)
     assert not failures, "\n".join(failures[:5])
@@ -47,6 +47,17 @@ def test_a_run_does_real_work_and_fails_over():
     assert report.acknowledged > 50 and report.lost == 0
     assert report.terms >= 2  # the crash forced a new leadership
     assert result.drained
+
+
+def test_with_seed_discovery_gossip_converges_on_one_leader_quickly():
+    """Nodes that know each other only through n1 must not fence each other forever."""
+    def calm_seeded(world):
+        pass
+    calm_seeded.world_options = {"discovery": "seed"}
+    for seed in range(20):
+        result = run("calm-seeded", calm_seeded, seed)
+        assert result.ok
+        assert result.report.terms <= 3, f"seed {seed}: {result.report.terms} terms in a calm run"
 
 
 def test_the_same_seed_gives_the_same_trace():

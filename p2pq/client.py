@@ -1,0 +1,243 @@
+"""The Python API to a p2pq cluster; the `p2pq` command line uses it too.
+
+>>> from p2pq import Client
+>>> with Client() as c:                       # the node on this machine
+...     task_id = c.submit("fibonacci", 30, priority=1)
+...     c.result(task_id, wait=True)["result"]["value"]
+
+Any node will do: a node that does not lead forwards to the leader. Submits
+carry a client-made task id, so when a leader dies mid-request the client
+retries with the same id and the task exists once (G1 without duplicates).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import os
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterable
+
+from p2pq.core.messages import (Cancel, Query, Submit, Wait, spec_to_wire, to_wire)
+from p2pq.core.tasks import TaskSpec
+
+DEFAULT_PORT = 7470
+# The cluster is between leaders or replacing a follower: worth another try.
+RETRYABLE = {"no_leader", "leader_changed", "unreplicated", "not_leader"}
+
+
+class P2PQError(Exception):
+    """A request the cluster refused, with a machine-readable code and one clear line."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def parse_address(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
+    """'host', 'host:port' or ':port' -> (host, port); ValueError with a clear reason."""
+    host, _, port = text.rpartition(":") if ":" in text else (text, "", "")
+    host = host or "127.0.0.1"
+    if not port:
+        return host, default_port
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"bad node address {text!r}: expected HOST:PORT")
+    return host, int(port)
+
+
+def make_spec(target: str, args: Iterable[Any] = (), *, kind: str | None = None, priority: int = 5,
+              retries: int = 0, timeout_s: float | None = None, cwd: str | None = None,
+              env: dict | None = None, kwargs: dict | None = None) -> TaskSpec:
+    """A task spec; the kind is guessed: 'pkg.mod:fn' is python, else built-in."""
+    kind = kind or ("python" if ":" in target else "builtin")
+    options: dict[str, Any] = {}
+    if kwargs:
+        options["kwargs"] = kwargs
+    if cwd:
+        options["cwd"] = cwd
+    if env:
+        options["env"] = env
+    spec = TaskSpec(kind, target, tuple(args), priority, retries, timeout_s, options)
+    spec.validate()
+    return spec
+
+
+def new_task_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+class AsyncClient:
+    """asyncio client; one TLS connection to one node, re-opened when it drops."""
+
+    def __init__(self, node: str | None = None, *, cluster_dir: str | Path | None = None,
+                 timeout_s: float = 15.0) -> None:
+        from p2pq.net.pki import default_cluster_dir
+        self.address = parse_address(node or os.environ.get("P2PQ_NODE") or f"127.0.0.1:{DEFAULT_PORT}")
+        self.cluster_dir = Path(cluster_dir or os.environ.get("P2PQ_CLUSTER_DIR") or default_cluster_dir())
+        self.timeout_s = timeout_s
+        self._channel = None
+        self._identity = None
+        self._lock = asyncio.Lock()
+
+    async def __aenter__(self) -> AsyncClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        from p2pq.net.pki import PKIError, ensure_identity
+        from p2pq.net.transport import TransportError, open_client
+        if self._identity is None:
+            name = f"client-{getpass.getuser()}-{socket.gethostname().split('.')[0]}"
+            try:
+                self._identity = ensure_identity(self.cluster_dir, self.cluster_dir / "clients", name, "client")
+            except PKIError as exc:
+                raise P2PQError("no_cluster", str(exc)) from None
+        host, port = self.address
+        try:
+            self._channel = await open_client(host, port, self._identity, timeout_s=min(5.0, self.timeout_s))
+        except TransportError as exc:
+            raise P2PQError("unreachable", str(exc)) from None
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
+
+    async def request(self, message: Any, *, deadline_s: float | None = None,
+                      retry: Iterable[str] = RETRYABLE) -> dict:
+        """Send a request, retrying what the cluster calls transient until the deadline."""
+        from p2pq.net.transport import ChannelClosed, RequestTimeout
+        deadline = time.monotonic() + (self.timeout_s if deadline_s is None else deadline_s)
+        wire, delay, last = to_wire(message), 0.02, "no answer"
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise P2PQError("timeout", f"gave up after {self.timeout_s:g} s: {last}")
+            try:
+                if self._channel is None:
+                    await self.connect()
+                reply = await self._channel.request(dict(wire), timeout_s=remaining)
+            except (ChannelClosed, RequestTimeout) as exc:
+                last = str(exc)
+                await self.close()
+            except P2PQError as exc:
+                if exc.code != "unreachable":
+                    raise
+                last = str(exc)
+            else:
+                if reply.get("ok"):
+                    return reply
+                code, last = reply.get("error", "error"), reply.get("message", "request failed")
+                if code not in retry:
+                    raise P2PQError(code, last)
+            await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 0.5)
+
+    # -- the API ------------------------------------------------------------------------
+    async def submit_spec(self, spec: TaskSpec, task_id: str | None = None) -> dict:
+        """Submit one task; returns {'ids': [id], 'replicated': bool, 'leader', 'term'}."""
+        return await self.submit_many([(task_id or new_task_id(), spec)])
+
+    async def submit_many(self, tasks: list[tuple[str, TaskSpec]]) -> dict:
+        return await self.request(Submit(tuple(tasks)))
+
+    async def submit(self, target: str, *args: Any, **options: Any) -> str:
+        reply = await self.submit_spec(make_spec(target, args, **options))
+        return reply["ids"][0]
+
+    async def status(self, task_id: str) -> dict:
+        return (await self.request(Query("task", {"id": task_id})))["task"]
+
+    async def wait(self, task_id: str, timeout_s: float | None = None) -> dict:
+        """Block until the task is finished; returns the task view."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise P2PQError("timeout", f"task {task_id} did not finish within {timeout_s:g} s")
+            try:
+                step = 3600.0 if remaining is None else remaining
+                reply = await self.request(Wait(task_id), deadline_s=step,
+                                           retry=RETRYABLE | {"timeout"})
+                return reply["task"]
+            except P2PQError as exc:
+                if exc.code != "timeout":
+                    raise
+
+    async def list(self, state: str | None = None, limit: int = 50, offset: int = 0) -> dict:
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        if state:
+            params["state"] = state
+        return await self.request(Query("list", params))
+
+    async def cancel(self, task_id: str) -> dict:
+        return await self.request(Cancel(task_id))
+
+    async def peers(self) -> dict:
+        return await self.request(Query("peers"))
+
+    async def stats(self) -> dict:
+        return await self.request(Query("stats"))
+
+
+class Client:
+    """The blocking API: the same methods as AsyncClient, on a private event loop thread."""
+
+    def __init__(self, node: str | None = None, **options: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="p2pq-client", daemon=True)
+        self._thread.start()
+        self._async = AsyncClient(node, **options)
+
+    def _call(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._loop.is_running():
+            self._call(self._async.close())
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
+        self._loop.close()
+
+    def submit(self, target: str, *args: Any, **options: Any) -> str:
+        return self._call(self._async.submit(target, *args, **options))
+
+    def submit_spec(self, spec: TaskSpec, task_id: str | None = None) -> dict:
+        return self._call(self._async.submit_spec(spec, task_id))
+
+    def status(self, task_id: str) -> dict:
+        return self._call(self._async.status(task_id))
+
+    def result(self, task_id: str, wait: bool = False, timeout_s: float | None = None) -> dict:
+        if wait:
+            return self._call(self._async.wait(task_id, timeout_s))
+        return self._call(self._async.status(task_id))
+
+    def list(self, state: str | None = None, limit: int = 50, offset: int = 0) -> dict:
+        return self._call(self._async.list(state, limit, offset))
+
+    def cancel(self, task_id: str) -> dict:
+        return self._call(self._async.cancel(task_id))
+
+    def peers(self) -> dict:
+        return self._call(self._async.peers())
+
+    def stats(self) -> dict:
+        return self._call(self._async.stats())
+
+
+__all__ = ["Client", "AsyncClient", "P2PQError", "make_spec", "parse_address", "new_task_id",
+           "spec_to_wire"]

@@ -1,0 +1,315 @@
+"""The driver: one real p2pq node around the pure NodeCore.
+
+It turns the world into events (frames from peers and clients, timers,
+discovery, finished tasks), hands them to the core in batches, and carries
+out the commands it returns (sends, timers, replies, task runs, persistence,
+notes). All protocol decisions are the core's; this module only does I/O.
+
+Time: the core's ``now`` is wall-clock seconds (``time.time()``), so task
+timestamps mean something to people on every machine; timers are armed on
+the loop's monotonic clock for the remaining delay, and the core never lets
+``now`` go backwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import random
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from p2pq import PROTOCOL_VERSION
+from p2pq.core.events import (ClientRequested, MessageReceived, Note, PeerDiscovered,
+                              PersistRecords, PersistTerm, Reply, RunTask, Send, SetTimer,
+                              ShutdownRequested, Started, StopTask, TaskCompleted, TimerFired)
+from p2pq.core.messages import CLIENT_REQUESTS, DecodeError, from_wire, to_wire
+from p2pq.core.node import NodeCore
+from p2pq.core.tasks import TaskSpec
+from p2pq.core.types import Config
+
+from .pki import ca_fingerprint, ensure_identity
+from .storage import Store, open_store
+from .transport import ClientConnection, Transport
+
+log = logging.getLogger("p2pq.node")
+DEFAULT_PORT = 7470
+
+
+@dataclass(slots=True)
+class NodeSettings:
+    """Everything `p2pq node` can be told; see `p2pq node --help`."""
+
+    cluster_dir: Path
+    data_dir: Path | None = None
+    host: str = "0.0.0.0"
+    port: int = DEFAULT_PORT
+    advertise_host: str | None = None
+    peers: list[tuple[str, int]] = field(default_factory=list)
+    mdns: bool = True
+    mdns_interfaces: list[str] | None = None
+    priority: int = 0
+    node_id: str | None = None
+    config: Config = field(default_factory=Config)
+    http_port: int | None = None
+    http_host: str = "127.0.0.1"
+    durability: str = "memory"
+
+
+def default_node_id(port: int) -> str:
+    return f"{socket.gethostname().split('.')[0]}-{port}"
+
+
+def default_data_dir(node_id: str) -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
+    return Path(base) / "p2pq" / node_id
+
+
+def outward_address() -> str:
+    """The address other machines reach us at (no packet is sent to find it)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("224.0.0.251", 5353))
+            return s.getsockname()[0]
+    except OSError:
+        return "127.0.0.1"
+
+
+def spec_to_executor(spec: TaskSpec) -> dict:
+    """The executor's view of a task spec (kind-specific options flattened in)."""
+    return {"kind": spec.kind, "target": spec.target, "args": list(spec.args), **spec.options}
+
+
+class NodeRuntime:
+    """A running node: transport, discovery, executor, storage, and the core."""
+
+    def __init__(self, settings: NodeSettings) -> None:
+        self.settings = settings
+        self.node_id = settings.node_id or default_node_id(settings.port)
+        self.data_dir = settings.data_dir or default_data_dir(self.node_id)
+        self.advertise = settings.advertise_host or (
+            outward_address() if settings.host in ("0.0.0.0", "::", "") else settings.host)
+        self.notes: collections.deque[dict] = collections.deque(maxlen=1000)
+        self.started_at = time.time()
+        self.core: NodeCore | None = None
+        self.transport: Transport | None = None
+        self.store: Store | None = None
+        self._events: list[Any] = []
+        self._wake = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._clients: dict[int, tuple[ClientConnection, Any]] = {}
+        self._next_request = 0
+        self._runs: dict[str, asyncio.Task] = {}
+        self._owned: set[asyncio.Task] = set()
+        self._addressed: set[str] = set()
+        self.executor = None
+        self.discovery = None
+        self.http = None
+        self.listeners: list = []  # callbacks(note) for live views
+
+    # -- lifecycle --------------------------------------------------------------
+    async def start(self) -> None:
+        s = self.settings
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = open_store(self.data_dir, s.durability)
+        restored = self.store.load()
+        identity = ensure_identity(s.cluster_dir, self.data_dir / "identity", self.node_id, "node")
+        self.fingerprint = ca_fingerprint(s.cluster_dir)
+        self.core = NodeCore(self.node_id, s.priority, s.config, random.Random(),
+                             address=(self.advertise, s.port), restored_term=restored.term,
+                             restored_records=restored.records)
+        from p2pq.worker import Executor
+        self.executor = Executor(s.config.slots)
+        await self.executor.start()
+        self.transport = Transport(
+            node_id=self.node_id, identity=identity, host=s.host, port=s.port,
+            hello_extra={"priority": s.priority, "listen": [self.advertise, s.port],
+                         "slots": s.config.slots, "fp": self.fingerprint},
+            on_peer_message=self._on_peer_message, on_peer_hello=self._on_peer_hello,
+            on_client_message=self._on_client_message, protocol_version=PROTOCOL_VERSION)
+        await self.transport.start()
+        self._spawn(self._pump(), "pump")
+        self._post(Started())
+        for host, port in s.peers:
+            self.transport.dial_seed(host, port)
+        if s.mdns:
+            await self._start_discovery()
+        if s.http_port is not None:
+            from p2pq.web.server import start_http
+            self.http = await start_http(self, s.http_host, s.http_port)
+        log.info("node %s up on %s:%d (priority %d, %d slots)", self.node_id, self.advertise,
+                 s.port, s.priority, s.config.slots)
+
+    async def _start_discovery(self) -> None:
+        from .discovery import Discovery
+        s = self.settings
+        self.discovery = Discovery(node_id=self.node_id, port=s.port, priority=s.priority,
+                                   fingerprint=self.fingerprint, version=PROTOCOL_VERSION,
+                                   on_peer=self._on_discovered, advertise_host=self.advertise,
+                                   **({"interfaces": s.mdns_interfaces} if s.mdns_interfaces else {}))
+        try:
+            await self.discovery.start()
+        except OSError as exc:  # no multicast here: seeds and gossip still work
+            log.warning("mDNS discovery unavailable (%s); relying on --peer seeds and gossip", exc)
+            self.discovery = None
+
+    async def leave(self, timeout_s: float = 1.0) -> None:
+        """Say goodbye (so failover does not wait for a timeout), then stop."""
+        if self.core is not None and self.transport is not None:
+            self._post(ShutdownRequested())
+            deadline = time.monotonic() + timeout_s
+            await asyncio.sleep(0)
+            while time.monotonic() < deadline and any(
+                    self.transport.queued_frames(p) for p in self.core.peers):
+                await asyncio.sleep(0.01)
+        await self.close()
+
+    async def close(self) -> None:
+        for handle in self._timers.values():
+            handle.cancel()
+        for task in list(self._owned) + list(self._runs.values()):
+            task.cancel()
+        await asyncio.gather(*self._owned, *self._runs.values(), return_exceptions=True)
+        for part in (self.http, self.discovery, self.transport, self.executor):
+            if part is not None:
+                await part.close()
+        if self.store is not None:
+            self.store.close()
+        self._stopped.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    def _spawn(self, coro, name: str) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._owned.add(task)
+        task.add_done_callback(self._owned.discard)
+        return task
+
+    # -- events in ------------------------------------------------------------------
+    def _post(self, event: Any) -> None:
+        self._events.append(event)
+        self._wake.set()
+
+    async def _pump(self) -> None:
+        """Feed the core every event that arrived since the last turn, in one batch."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            events, self._events = self._events, []
+            try:
+                commands = self.core.handle_batch(events, time.time())
+                self._carry_out(commands)
+            except Exception:  # a bug in one batch must not take the node down
+                log.exception("error while handling %d event(s)", len(events))
+
+    def _on_peer_message(self, peer_id: str, wire: dict) -> None:
+        try:
+            message = from_wire(wire)
+        except DecodeError as exc:
+            log.warning("dropped a message from %s: %s", peer_id, exc)
+            return
+        self._post(MessageReceived(peer_id, message))
+
+    def _on_peer_hello(self, peer_id: str, hello: dict) -> None:
+        listen = hello.get("listen")
+        address = (str(listen[0]), int(listen[1])) if isinstance(listen, (list, tuple)) and len(listen) == 2 else None
+        if address is not None:
+            self.transport.set_address(peer_id, *address)
+            self._addressed.add(peer_id)
+        self._post(PeerDiscovered(peer_id, int(hello.get("priority", 0)), address))
+
+    def _on_discovered(self, peer) -> None:
+        self.transport.set_address(peer.node_id, peer.host, peer.port)
+        self._addressed.add(peer.node_id)
+        self._post(PeerDiscovered(peer.node_id, peer.priority, (peer.host, peer.port)))
+
+    def _on_client_message(self, conn: ClientConnection, wire: dict) -> None:
+        req = wire.get("req")
+        try:
+            request = from_wire(wire)
+            if not isinstance(request, CLIENT_REQUESTS):
+                raise DecodeError(f"{wire.get('type')!r} is not a client request")
+        except DecodeError as exc:
+            conn.send({"type": "reply", "req": req, "ok": False, "error": "invalid", "message": str(exc)})
+            return
+        self._next_request += 1
+        self._clients[self._next_request] = (conn, req)
+        self._post(ClientRequested(self._next_request, request))
+
+    # -- commands out -------------------------------------------------------------------
+    def _carry_out(self, commands: list) -> None:
+        records: list = []
+        for command in commands:
+            match command:
+                case Send(to, message):
+                    self._send(to, message)
+                case SetTimer(name, at_s):
+                    self._set_timer(name, at_s)
+                case Reply(request_id, body):
+                    conn, req = self._clients.pop(request_id, (None, None))
+                    if conn is not None:
+                        conn.send({"type": "reply", "req": req, **body})
+                case RunTask(task_id, attempt_id, spec):
+                    self._runs[attempt_id] = self._spawn(self._run(task_id, attempt_id, spec), attempt_id)
+                case StopTask(_, attempt_id):
+                    self.executor.cancel(attempt_id)
+                case PersistTerm(term):
+                    self.store.save_term(term)
+                case PersistRecords(batch):
+                    records.extend(batch)
+                    self.store.save_records(batch)
+                case Note(kind, detail):
+                    self._note(kind, detail)
+
+    def _send(self, to: str, message: Any) -> None:
+        if to not in self._addressed:
+            peer = self.core.peers.get(to)
+            if peer is not None and peer.address:
+                self.transport.set_address(to, str(peer.address[0]), int(peer.address[1]))
+                self._addressed.add(to)
+        self.transport.send(to, to_wire(message))
+
+    def _set_timer(self, name: str, at_s: float) -> None:
+        old = self._timers.pop(name, None)
+        if old is not None:
+            old.cancel()
+        delay = max(0.0, at_s - time.time())
+        self._timers[name] = asyncio.get_running_loop().call_later(delay, self._post, TimerFired(name))
+
+    async def _run(self, task_id: str, attempt_id: str, spec: TaskSpec) -> None:
+        try:
+            outcome = await self.executor.run(attempt_id, spec_to_executor(spec), spec.timeout_s)
+            result = outcome.to_wire()
+            self._post(TaskCompleted(task_id, attempt_id, outcome.status, result, time.time()))
+        finally:
+            self._runs.pop(attempt_id, None)
+
+    def _note(self, kind: str, detail: dict) -> None:
+        note = {"at": time.time(), "node": self.node_id, "kind": kind, **detail}
+        self.notes.append(note)
+        if kind in ("leader_elected", "stepped_down", "node_dead", "leader_accepted"):
+            log.info("%s %s", kind, detail)
+        for listener in list(self.listeners):
+            listener(note)
+
+
+async def run_node(settings: NodeSettings) -> None:
+    """Run a node until SIGINT/SIGTERM, then leave the cluster cleanly."""
+    runtime = NodeRuntime(settings)
+    await runtime.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"p2pq node {runtime.node_id} listening on {runtime.advertise}:{settings.port}", flush=True)
+    await stop.wait()
+    log.info("leaving the cluster")
+    await runtime.leave()
