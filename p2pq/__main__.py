@@ -1,0 +1,3 @@
+from p2pq.cli import main
+
+main(prog_name="p2pq")
