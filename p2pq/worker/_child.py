@@ -1,0 +1,173 @@
+"""Worker child process: runs builtin and Python tasks for one Executor slot.
+
+Theory of operation. The executor starts this module as a separate Python
+process whose stdin and stdout are pipes to the node. Both directions carry
+frames: a 4-byte big-endian length, then a pickle. The child first sends
+("ready", pid), then loops:
+
+    request  (target "module:qualname", args, kwargs)
+    reply    ("ok", json_text) | ("error", one_line, traceback_text)
+
+one task at a time. The reply carries the result as JSON text, so only
+JSON-able results leave the child, and the parent sees exactly what a
+client will. Timeouts and cancellation are the parent's job: it SIGKILLs
+this process group and starts a fresh child, so nothing here has to be
+interruptible. Task code that prints cannot corrupt the frames: the pipes
+move to private descriptors and fd 1 is pointed at stderr.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import pickle
+import signal
+import struct
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any, BinaryIO
+
+HEADER = struct.Struct(">I")
+_MAX_ERROR_CHARS = 1000
+_ORPHAN_POLL_S = 1.0
+
+
+def encode_frame(obj: Any) -> bytes:
+    """Length-prefixed pickle, ready for one write()."""
+    body = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    return HEADER.pack(len(body)) + body
+
+
+def one_line(exc: BaseException) -> str:
+    """'ValueError: message' on a single line, bounded in length."""
+    text = " ".join(str(exc).split("\n")).strip()
+    line = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return line[:_MAX_ERROR_CHARS]
+
+
+class _NotJsonable(TypeError):
+    pass
+
+
+class _LoadError(Exception):
+    """The target could not be imported; `line` is the finished error line."""
+
+    def __init__(self, line: str) -> None:
+        super().__init__(line)
+        self.line = line
+
+
+def _reject(obj: Any) -> Any:
+    raise _NotJsonable(type(obj).__qualname__)
+
+
+def result_to_json(value: Any) -> str:
+    """JSON text of a task's result, or ValueError naming what is not JSON-able."""
+    try:
+        return json.dumps(value, default=_reject)
+    except _NotJsonable as exc:
+        raise ValueError(f"result is not JSON-serialisable: {exc}") from None
+    except (TypeError, ValueError) as exc:  # circular, huge int, bad dict key
+        raise ValueError(f"result is not JSON-serialisable: {exc}") from None
+
+
+def _resolve(target: str, cache: dict[str, Callable[..., Any]]) -> Callable[..., Any]:
+    """Import 'pkg.mod:attr.path' once; later calls hit the cache."""
+    fn = cache.get(target)
+    if fn is not None:
+        return fn
+    module_name, _, qualname = target.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except Exception as exc:
+        # Keep the original type first: "ModuleNotFoundError: cannot load ...".
+        detail = one_line(exc).partition(": ")[2]
+        line = f"{type(exc).__name__}: cannot load {target!r}"
+        raise _LoadError(f"{line}: {detail}" if detail else line) from exc
+    if not callable(obj):
+        raise _LoadError(f"TypeError: {target!r} is not callable "
+                         f"(it is a {type(obj).__name__})")
+    cache[target] = obj
+    return obj
+
+
+def handle(request: tuple, cache: dict[str, Callable[..., Any]]) -> tuple:
+    """Run one request; every failure becomes an ("error", ...) reply."""
+    target, args, kwargs = request
+    try:
+        value = _resolve(target, cache)(*args, **kwargs)
+        return ("ok", result_to_json(value))
+    except _LoadError as exc:
+        return ("error", exc.line, traceback.format_exc())
+    # BaseException: a task calling sys.exit() fails; it must not end the child.
+    except BaseException as exc:  # noqa: BLE001
+        return ("error", one_line(exc), traceback.format_exc())
+
+
+def _read_frame(rfile: BinaryIO) -> Any | None:
+    header = rfile.read(HEADER.size)
+    if len(header) < HEADER.size:
+        return None  # the parent closed the pipe: time to go
+    (size,) = HEADER.unpack(header)
+    body = rfile.read(size)
+    if len(body) < size:
+        return None
+    return pickle.loads(body)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _claim_stdio() -> tuple[int, int]:
+    """Move the protocol pipes off fds 0/1 so task code cannot touch them."""
+    proto_in, proto_out = os.dup(0), os.dup(1)  # dup()s are not inheritable
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(2, 1)  # print() in a task lands in the node's stderr
+    return proto_in, proto_out
+
+
+def _watch_for_orphaning(parent_pid: int) -> None:
+    """Die with the node: without it a killed node would leave busy children."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(_ORPHAN_POLL_S)
+        if os.getpgid(0) == os.getpid():  # we lead our group: take tasks' children too
+            os.killpg(0, signal.SIGKILL)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="p2pq-orphan-watch", daemon=True).start()
+
+
+def main() -> None:
+    """Serve requests on the inherited pipes until the parent closes them."""
+    import p2pq.worker.builtins  # noqa: F401  (warm the import before the first task)
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node decides when we stop
+    parent_pid = os.getppid()
+    proto_in, proto_out = _claim_stdio()
+    _watch_for_orphaning(parent_pid)
+    rfile = os.fdopen(proto_in, "rb")
+    cache: dict[str, Callable[..., Any]] = {}
+    _write_all(proto_out, encode_frame(("ready", os.getpid())))
+    try:
+        while (request := _read_frame(rfile)) is not None:
+            _write_all(proto_out, encode_frame(handle(request, cache)))
+    except BrokenPipeError:
+        pass  # the node went away mid-reply; nobody is left to tell
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

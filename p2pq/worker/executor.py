@@ -1,0 +1,470 @@
+"""Executor: runs task specs in worker processes, never on the event loop.
+
+Theory of operation
+- A slot is the unit of concurrency: at most `slots` tasks run at once, one
+  per slot, whatever their kind. run() waits first-come first-served for a
+  free slot; the timeout starts when the task gets one.
+- builtin and python tasks go to the slot's long-lived child process
+  (_child.py) over pipes. Starting Python costs tens of milliseconds, so a
+  child serves task after task; only a timeout, a cancel or a crash replaces
+  it: its process group gets SIGKILL and a fresh child starts in the
+  background while run() reports.
+- shell tasks run in a process group of their own (shell.py), so a timeout
+  or cancel kills the command and everything it started.
+- Each run is one asyncio Task (the "job") that the Executor owns. Timeout
+  and cancel record a reason, then cancel the job; the job's cleanup kills
+  the process; run() turns that CancelledError into an Outcome carrying the
+  reason. If run() itself is cancelled (no reason recorded), the same kill
+  happens and the cancellation propagates.
+- run() never raises for a task's failure: bad specs, unknown tasks,
+  exceptions, crashes and non-JSON results all become status "failed" with
+  a one-line error, so a user's mistake can never take the node down (G5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import json
+import logging
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any
+
+from p2pq.worker._child import HEADER, encode_frame, one_line
+from p2pq.worker.outcome import STATUSES, Outcome, exit_text
+from p2pq.worker.shell import Tail, run_shell, tail_text
+from p2pq.worker.spec import Call, Shell, SpecError, check_timeout, parse_spec
+
+__all__ = ["Executor", "Outcome", "STATUSES"]
+
+log = logging.getLogger(__name__)
+
+# The child learns the parent's sys.path before importing anything, so
+# "pkg.mod:fn" resolves in the child exactly as it would in the node
+# (what multiprocessing's spawn does too).
+_BOOT = (
+    "import sys, json; sys.path[:] = json.loads(sys.argv[1]); "
+    "from p2pq.worker._child import main; main()"
+)
+_START_TIMEOUT_S = 60.0
+
+
+# --- one worker child -------------------------------------------------------
+
+
+class _ChildDied(Exception):
+    def __init__(self, returncode: int) -> None:
+        super().__init__(f"worker process died ({exit_text(returncode)})")
+        self.returncode = returncode
+
+
+class _ChildProtocol(asyncio.SubprocessProtocol):
+    """Cuts the child's stdout into frames and hands each to the waiting call.
+
+    A bare protocol rather than StreamReader: the reply wakes the caller
+    straight from data_received, with no coroutine per read (per-task cost
+    on the event loop is the figure that bounds throughput).
+    """
+
+    def __init__(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._buffer = bytearray()
+        self._reply: asyncio.Future[Any] | None = None
+        self.eof = False
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self._transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
+
+    def expect_reply(self) -> asyncio.Future[Any]:
+        self._reply = asyncio.get_running_loop().create_future()
+        if self.eof:
+            self._reply.set_exception(EOFError())
+        return self._reply
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        self._buffer += data
+        while len(self._buffer) >= HEADER.size:
+            (size,) = HEADER.unpack_from(self._buffer)
+            end = HEADER.size + size
+            if len(self._buffer) < end:
+                return
+            body = bytes(self._buffer[HEADER.size:end])
+            del self._buffer[:end]
+            self._deliver(body)
+
+    def _deliver(self, body: bytes) -> None:
+        reply, self._reply = self._reply, None
+        if reply is None or reply.done():
+            return  # nobody asked (or the caller gave up): drop it
+        try:
+            reply.set_result(pickle.loads(body))
+        except Exception as exc:  # noqa: BLE001 (a garbled frame, reported as such)
+            reply.set_result(("undecodable", one_line(exc)))
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if fd == 1:
+            self._lost()
+
+    def process_exited(self) -> None:
+        self._lost()
+        # Release the pipes here, whoever (if anyone) is still waiting on us.
+        if self._transport is not None:
+            self._transport.close()
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+    def _lost(self) -> None:
+        self.eof = True
+        if self._reply is not None and not self._reply.done():
+            self._reply.set_exception(EOFError())
+
+
+class _Child:
+    """One long-lived worker process and the pipes to it."""
+
+    def __init__(self, transport: asyncio.SubprocessTransport,
+                 protocol: _ChildProtocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+        self._stdin = transport.get_pipe_transport(0)
+        self.pid = transport.get_pid()
+
+    @classmethod
+    async def spawn(cls) -> _Child:
+        """Start a child and wait for its "ready" frame."""
+        path = [entry or os.getcwd() for entry in sys.path]
+        transport, protocol = await asyncio.get_running_loop().subprocess_exec(
+            _ChildProtocol, sys.executable, "-c", _BOOT, json.dumps(path),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=True,  # a killpg takes the task's own children too
+        )
+        child = cls(transport, protocol)
+        try:
+            hello = await asyncio.wait_for(
+                child._reply(protocol.expect_reply()), _START_TIMEOUT_S)
+        except _ChildDied as exc:
+            raise RuntimeError(f"worker process exited during start-up "
+                               f"({exit_text(exc.returncode)})") from None
+        except BaseException:  # timeout or cancellation: leave no process behind
+            child.kill()
+            await child.wait_closed()
+            raise
+        if not (isinstance(hello, tuple) and hello[:1] == ("ready",)):
+            child.kill()
+            await child.wait_closed()
+            raise RuntimeError(f"worker process sent {hello!r:.80} instead of 'ready'")
+        return child
+
+    async def call(self, frame: bytes) -> Any:
+        """Send one request frame and return the reply; _ChildDied on EOF."""
+        reply = self._protocol.expect_reply()
+        if not self._stdin.is_closing():  # if it is, the child is gone: EOF follows
+            self._stdin.write(frame)
+        return await self._reply(reply)
+
+    async def _reply(self, reply: asyncio.Future[Any]) -> Any:
+        try:
+            return await reply
+        except EOFError:
+            raise _ChildDied(await self.wait_closed()) from None
+
+    @property
+    def alive(self) -> bool:
+        return not self._protocol.eof
+
+    def kill(self) -> None:
+        """SIGKILL the child's process group (the child leads it)."""
+        if self._transport.get_returncode() is None:
+            with suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGKILL)
+
+    async def wait_closed(self) -> int:
+        """Wait for the child to exit (its pipes close with it); its return code."""
+        await asyncio.shield(self._protocol.exited)
+        returncode = self._transport.get_returncode()
+        assert returncode is not None
+        return returncode
+
+
+class _Slot:
+    """One unit of concurrency, and the child that serves it."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self._child: _Child | None = None
+        self._starting: asyncio.Task[_Child] | None = None
+        self._dying: _Child | None = None  # killed, not yet reaped
+
+    def prepare(self) -> None:
+        """Start a child in the background unless one is up or starting."""
+        if self._child is None and self._starting is None:
+            task = asyncio.get_running_loop().create_task(
+                self._start(), name=f"p2pq-worker-slot-{self.index}-start")
+            task.add_done_callback(self._started)
+            self._starting = task
+
+    async def _start(self) -> _Child:
+        if self._dying is not None:
+            await self._dying.wait_closed()  # one process per slot, even briefly
+            self._dying = None
+        return await _Child.spawn()
+
+    def _started(self, task: asyncio.Task[_Child]) -> None:
+        if self._starting is task:
+            self._starting = None
+        if task.cancelled():
+            return
+        if task.exception() is not None:
+            log.warning("worker slot %d: %s", self.index, task.exception())
+        else:
+            self._child = task.result()
+
+    async def child(self) -> _Child:
+        """The ready child, starting one if needed; raises if it cannot start."""
+        if self._child is not None and not self._child.alive:
+            self.replace()  # it died while idle (OOM killer?): not this task's fault
+        if self._child is None:
+            self.prepare()
+            assert self._starting is not None
+            # shield: a cancelled run must not abort a start the next run needs.
+            self._child = await asyncio.shield(self._starting)
+        return self._child
+
+    def replace(self) -> None:
+        """Kill the child (a task overran, was cancelled, or crashed it) and
+        start a fresh one in the background."""
+        old, self._child = self._child, None
+        if old is not None:
+            old.kill()
+            self._dying = old
+        self.prepare()
+
+    async def close(self) -> None:
+        """Stop any start in progress, kill the child, wait until it is gone."""
+        if self._starting is not None:
+            self._starting.cancel()  # spawn() kills and reaps what it started
+            await asyncio.wait([self._starting])
+        for child in (self._dying, self._child):
+            if child is not None:
+                child.kill()
+                await child.wait_closed()
+        self._dying = self._child = None
+
+
+class _SlotPool:
+    """Free slots, handed out first-come first-served."""
+
+    def __init__(self, slots: list[_Slot]) -> None:
+        self._idle: collections.deque[_Slot] = collections.deque(slots)
+        self._waiters: collections.deque[asyncio.Future[_Slot]] = collections.deque()
+
+    @property
+    def idle(self) -> int:
+        return len(self._idle)
+
+    async def acquire(self) -> _Slot:
+        # Invariant: a slot is idle only while nobody waits.
+        if self._idle:
+            return self._idle.popleft()
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release(waiter.result())  # handed over just as we were cancelled
+            else:
+                with suppress(ValueError):
+                    self._waiters.remove(waiter)
+            raise
+
+    def release(self, slot: _Slot) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(slot)
+                return
+        self._idle.append(slot)
+
+
+# --- the executor ------------------------------------------------------------
+
+
+@dataclass(slots=True, eq=False)
+class _Run:
+    run_id: str
+    timeout_s: float | None
+    job: asyncio.Task[Outcome] | None = None
+    started_s: float | None = None
+    reason: str | None = None  # "timeout" | "cancelled", once aborted
+    detail: str = ""
+    timer: asyncio.TimerHandle | None = None
+    stdout: Tail | None = None
+    stderr: Tail | None = None
+
+    def elapsed_s(self) -> float:
+        return 0.0 if self.started_s is None else time.monotonic() - self.started_s
+
+    def aborted(self) -> Outcome:
+        """The outcome of a run stopped by timeout or cancel."""
+        assert self.reason is not None
+        return Outcome(
+            self.reason, error=self.detail,
+            stdout=self.stdout.text() if self.stdout else "",
+            stderr=self.stderr.text() if self.stderr else "",
+            duration_s=self.elapsed_s(),
+        )
+
+
+class Executor:
+    """Runs tasks in `slots` worker processes; see the module docstring."""
+
+    def __init__(self, slots: int, *, output_cap_bytes: int = 64 * 1024,
+                 max_result_bytes: int = 1024 * 1024) -> None:
+        if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
+            raise ValueError(f"slots must be a positive integer, got {slots!r}")
+        if output_cap_bytes < 1 or max_result_bytes < 1:
+            raise ValueError("output_cap_bytes and max_result_bytes must be positive")
+        self._slots = [_Slot(i) for i in range(slots)]
+        self._pool = _SlotPool(self._slots)
+        self._output_cap_bytes = output_cap_bytes
+        self._max_result_bytes = max_result_bytes
+        self._runs: dict[str, _Run] = {}
+        self._state = "new"  # -> "started" -> "closed"
+
+    @property
+    def slots(self) -> int:
+        return len(self._slots)
+
+    @property
+    def free_slots(self) -> int:
+        return self._pool.idle
+
+    @property
+    def busy(self) -> int:
+        """How many slots are running a task right now."""
+        return len(self._slots) - self._pool.idle
+
+    async def start(self) -> None:
+        """Start every slot's child; raises if Python cannot be started."""
+        if self._state != "new":
+            raise RuntimeError(f"executor already {self._state}")
+        self._state = "started"
+        await asyncio.gather(*(slot.child() for slot in self._slots))
+
+    async def run(self, run_id: str, spec: dict, timeout_s: float | None) -> Outcome:
+        """Run one task to its end. Never raises for the task's failures."""
+        if self._state == "new":
+            raise RuntimeError("Executor.run() before start()")
+        if self._state == "closed":
+            return Outcome("cancelled", error="executor closed")
+        try:
+            task = parse_spec(spec)
+            timeout_s = check_timeout(timeout_s)
+        except SpecError as exc:
+            return Outcome("failed", error=f"invalid task spec: {exc}")
+        except (LookupError, TypeError) as exc:  # UnknownTask, unimportable task
+            return Outcome("failed", error=one_line(exc))
+        if run_id in self._runs:
+            return Outcome("failed", error=f"run {run_id!r} is already running here")
+        run = self._runs[run_id] = _Run(run_id, timeout_s)
+        run.job = asyncio.get_running_loop().create_task(self._job(run, task))
+        run.job.add_done_callback(lambda _job: self._runs.pop(run_id, None))
+        try:
+            return await run.job
+        except asyncio.CancelledError:
+            if run.reason is None or _being_cancelled():
+                raise
+            return run.aborted()
+
+    def cancel(self, run_id: str) -> bool:
+        """Kill a waiting or running task; its run() returns "cancelled"."""
+        run = self._runs.get(run_id)
+        return run is not None and self._abort(run, "cancelled", "cancelled")
+
+    async def close(self) -> None:
+        """Cancel every run, kill every child, and wait until they are gone."""
+        if self._state == "closed":
+            return
+        self._state = "closed"
+        runs = list(self._runs.values())
+        for run in runs:
+            self._abort(run, "cancelled", "executor closed")
+        await asyncio.gather(*(run.job for run in runs if run.job), return_exceptions=True)
+        await asyncio.gather(*(slot.close() for slot in self._slots), return_exceptions=True)
+
+    def _abort(self, run: _Run, reason: str, detail: str) -> bool:
+        if run.reason is not None or run.job is None or run.job.done():
+            return False
+        run.reason, run.detail = reason, detail
+        run.job.cancel()  # the job's cleanup kills the process
+        return True
+
+    async def _job(self, run: _Run, task: Call | Shell) -> Outcome:
+        slot = await self._pool.acquire()
+        try:
+            run.started_s = time.monotonic()
+            if run.timeout_s is not None:
+                run.timer = asyncio.get_running_loop().call_later(
+                    run.timeout_s, self._abort, run, "timeout",
+                    f"timed out after {run.timeout_s:g} s")
+            if isinstance(task, Shell):
+                run.stdout = Tail(self._output_cap_bytes)
+                run.stderr = Tail(self._output_cap_bytes)
+                outcome = await run_shell(task, run.stdout, run.stderr)
+            else:
+                outcome = await self._call(slot, task)
+        finally:
+            if run.timer is not None:
+                run.timer.cancel()
+            self._pool.release(slot)
+        return dataclasses.replace(outcome, duration_s=run.elapsed_s())
+
+    async def _call(self, slot: _Slot, call: Call) -> Outcome:
+        """Run a builtin/python task in the slot's child."""
+        try:
+            frame = encode_frame((call.target, call.args, call.kwargs))
+        except Exception as exc:  # noqa: BLE001 (any pickling failure)
+            return Outcome("failed", error=f"arguments cannot be sent: {one_line(exc)}")
+        try:
+            child = await slot.child()
+        except Exception as exc:  # noqa: BLE001
+            return Outcome("failed", error=f"worker process failed to start: {exc}")
+        try:
+            reply = await child.call(frame)
+        except _ChildDied as exc:
+            slot.replace()
+            return Outcome("failed", error=str(exc))
+        except BaseException:
+            slot.replace()  # timeout/cancel: only a kill stops a running task
+            raise
+        return self._reply_outcome(slot, reply)
+
+    def _reply_outcome(self, slot: _Slot, reply: Any) -> Outcome:
+        match reply:
+            case ("ok", str() as text) if len(text) > self._max_result_bytes:
+                return Outcome("failed", error=f"result too large: {len(text)} bytes "
+                               f"of JSON (limit {self._max_result_bytes})")
+            case ("ok", str() as text):
+                return Outcome("succeeded", value=json.loads(text))
+            case ("error", str() as error, str() as traceback_text):
+                return Outcome("failed", error=error,
+                               stderr=tail_text(traceback_text, self._output_cap_bytes))
+        slot.replace()  # a garbled reply: trust nothing more from this child
+        return Outcome("failed", error=f"worker protocol error: got {reply!r:.80}")
+
+
+def _being_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
