@@ -1,0 +1,118 @@
+"""The command line: real invocations, exit codes, and one clear line for every mistake (G5)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from p2pq.testing.cluster import LocalCluster, free_ports
+
+pytestmark = pytest.mark.slow
+
+
+def p2pq(*args: str, cluster_dir=None, check_exit: int | None = 0) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    if cluster_dir is not None:
+        env["P2PQ_CLUSTER_DIR"] = str(cluster_dir)
+    result = subprocess.run([sys.executable, "-m", "p2pq", *args], capture_output=True, text=True,
+                            timeout=60, env=env)
+    if check_exit is not None:
+        assert result.returncode == check_exit, (result.stdout, result.stderr)
+    return result
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [l for l in result.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = LocalCluster(2, slots=2)
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()
+
+
+def node_args(cluster, i=0):
+    return ["--node", cluster.nodes[i].address]
+
+
+def test_help_teaches_every_command():
+    out = p2pq("--help").stdout
+    for command in ("init", "node", "submit", "status", "result", "ls", "cancel", "peers", "sim", "demo"):
+        assert command in out
+    assert "--" in p2pq("submit", "--help").stdout
+
+
+def test_init_is_idempotent_and_a_bundle_joins_another_machine(tmp_path):
+    first = p2pq("init", "--cluster-dir", str(tmp_path / "a"), "--export", str(tmp_path / "b.bundle")).stdout
+    again = p2pq("init", "--cluster-dir", str(tmp_path / "a")).stdout
+    fp = first.split()[3]
+    assert "created" in first and f"kept the existing cluster CA {fp}" in again
+    joined = p2pq("init", "--cluster-dir", str(tmp_path / "laptop"), "--join", str(tmp_path / "b.bundle")).stdout
+    assert fp in joined
+
+
+def test_no_node_running_is_one_clear_line(tmp_path):
+    p2pq("init", "--cluster-dir", str(tmp_path))
+    port = free_ports(1)[0]
+    result = p2pq("peers", "--node", f"127.0.0.1:{port}", cluster_dir=tmp_path, check_exit=1)
+    assert f"no p2pq node at 127.0.0.1:{port}" in one_line_error(result)
+
+
+def test_no_cluster_is_one_clear_line(tmp_path):
+    result = p2pq("peers", cluster_dir=tmp_path / "missing", check_exit=1)
+    assert "p2pq init" in one_line_error(result)
+
+
+def test_bad_arguments_are_usage_errors(tmp_path):
+    result = p2pq("submit", "--priority", "urgent", "echo", check_exit=2)
+    assert "Traceback" not in result.stderr and "urgent" in result.stderr
+    result = p2pq("submit", "--node", "host:notaport", "echo", cluster_dir=tmp_path, check_exit=1)
+    assert "bad node address" in one_line_error(result)
+
+
+def test_submit_wait_and_json(cluster):
+    out = p2pq("submit", *node_args(cluster), "--json", "--wait", "fibonacci", "20", cluster_dir=cluster.cluster_dir)
+    doc = json.loads(out.stdout)
+    assert doc["id"] and doc["replicated"] is True and doc["task"]["state"] == "succeeded"
+    status = json.loads(p2pq("status", *node_args(cluster, 1), "--json", doc["id"], cluster_dir=cluster.cluster_dir).stdout)
+    assert status["state"] == "succeeded" and status["result"]["value"] == 6765
+
+
+def test_a_shell_command_after_double_dash(cluster):
+    out = p2pq("submit", *node_args(cluster), "--wait", "--", "sh", "-c", "echo from-shell; exit 0",
+               cluster_dir=cluster.cluster_dir).stdout
+    assert "from-shell" in out and "succeeded" in out
+    failed = p2pq("submit", *node_args(cluster), "--wait", "--", "sh", "-c", "exit 4",
+                  cluster_dir=cluster.cluster_dir, check_exit=1)
+    assert "exit code 4" in failed.stdout
+
+
+def test_an_unknown_task_id_is_one_clear_line(cluster):
+    result = p2pq("status", *node_args(cluster), "nosuchtask", cluster_dir=cluster.cluster_dir, check_exit=1)
+    assert "no task with id nosuchtask" in one_line_error(result)
+
+
+def test_a_negative_timeout_is_a_usage_error(cluster):
+    result = p2pq("submit", *node_args(cluster), "--timeout", "-3", "echo", cluster_dir=cluster.cluster_dir, check_exit=2)
+    assert "Traceback" not in result.stderr and "--timeout" in result.stderr
+
+
+def test_ls_cancel_and_peers(cluster):
+    tid = p2pq("submit", *node_args(cluster), "--priority", "9", "sleep", "30", cluster_dir=cluster.cluster_dir).stdout.split()[0]
+    out = p2pq("cancel", *node_args(cluster), tid, cluster_dir=cluster.cluster_dir).stdout
+    assert f"{tid}: cancelled" in out
+    listing = json.loads(p2pq("ls", *node_args(cluster), "--json", "--state", "cancelled", cluster_dir=cluster.cluster_dir).stdout)
+    assert tid in [t["id"] for t in listing["tasks"]]
+    peers = json.loads(p2pq("peers", *node_args(cluster), "--json", cluster_dir=cluster.cluster_dir).stdout)
+    assert {m["node"] for m in peers["members"]} == {"node1", "node2"} and peers["leader"] == "node2"

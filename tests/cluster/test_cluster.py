@@ -1,0 +1,98 @@
+"""Real `p2pq node` processes on loopback: forming, submitting, and surviving kill -9."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from p2pq.client import P2PQError, make_spec, new_task_id
+from p2pq.testing.cluster import LocalCluster, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def cluster():
+    c = LocalCluster(3, slots=2)
+    try:
+        c.start()
+        yield c
+    except BaseException:
+        print(c.logs())
+        raise
+    finally:
+        c.stop()
+
+
+def non_leader(cluster: LocalCluster) -> int:
+    leader, _ = cluster.leader()
+    return next(i for i in cluster.running_indexes() if i != leader)
+
+
+def test_three_nodes_form_a_cluster_with_peer_seeds(cluster):
+    leader, term = cluster.leader()
+    assert cluster.nodes[leader].node_id == "node3"  # the highest priority leads
+    view = cluster.view(0)
+    roles = {m["node"]: m["role"] for m in view["members"]}
+    assert roles == {"node3": "leader", "node2": "follower", "node1": "member"}
+    assert term.startswith("1@") or int(term.split("@")[0]) >= 1
+
+
+def test_a_submit_to_a_non_leader_is_forwarded_and_runs(cluster):
+    client = cluster.client(non_leader(cluster))
+    task_id = client.submit("fibonacci", 30, priority=1)
+    task = client.result(task_id, wait=True, timeout_s=30)
+    assert task["state"] == "succeeded"
+    assert task["result"]["value"] == 832040
+
+
+def test_kill_9_of_the_leader_during_500_submits_loses_nothing(cluster):
+    old_leader, old_term = cluster.leader()
+    via = non_leader(cluster)
+    client = cluster.client(via, timeout_s=20)
+    acked: dict[str, float] = {}
+    killed_at = None
+    for i in range(500):
+        if i == 150:
+            killed_at = time.monotonic()
+            cluster.kill(old_leader, signal.SIGKILL)
+        task_id = new_task_id()
+        try:
+            client.submit_spec(make_spec("noop", priority=1 + i % 9), task_id)
+            acked[task_id] = time.monotonic()
+        except P2PQError as exc:
+            print(f"submit {i} not acknowledged: {exc}")
+    first_after = min(t for t in acked.values() if t > killed_at)
+    print(f"failover: first submit acknowledged {first_after - killed_at:.3f} s after kill -9 of the leader")
+    assert len(acked) == 500  # the client rides over the failover by retrying
+    new_leader, new_term = wait_for(cluster.leader, 15, "a new leader")
+    assert new_leader != old_leader
+    assert int(new_term.split("@")[0]) > int(old_term.split("@")[0])
+
+    def all_finished():
+        listing = client.list(limit=1000)
+        states = {t["id"]: t["state"] for t in listing["tasks"]}
+        return all(states.get(t) == "succeeded" for t in acked)
+    wait_for(all_finished, 60, "every acknowledged task to finish")
+
+
+def test_kill_9_of_a_node_running_a_task_reruns_it_elsewhere(cluster):
+    leader, _ = cluster.leader()
+    client = cluster.client(leader)
+    task_id = client.submit("sleep", 4)
+
+    def running_on():
+        task = client.status(task_id)
+        return task["attempts"][-1]["node"] if task["state"] == "running" else None
+    runner = wait_for(running_on, 10, "the task to start")
+    victim = next(n.index for n in cluster.nodes if n.node_id == runner)
+    if victim == leader:
+        client = cluster.client(non_leader(cluster))
+    cluster.kill(victim, signal.SIGKILL)
+    task = client.result(task_id, wait=True, timeout_s=30)
+    assert task["state"] == "succeeded"
+    nodes = [(a["node"], a["outcome"]) for a in task["attempts"]]
+    assert nodes[0] == (runner, "lost")
+    assert nodes[-1][1] == "succeeded" and nodes[-1][0] != runner
