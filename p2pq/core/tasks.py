@@ -104,11 +104,16 @@ class Attempt:
         Ties are broken on every field, so the join is a total order and
         copies converge whichever way round they meet.
         """
-        return self if self._join_key() >= other._join_key() else other
+        if self is other or self == other:
+            return self
+        mine = (_OUTCOME_RANK[self.outcome], -(self.ended_at or 0.0))
+        theirs = (_OUTCOME_RANK[other.outcome], -(other.ended_at or 0.0))
+        if mine != theirs:
+            return self if mine > theirs else other
+        return self if self._tie_key() >= other._tie_key() else other
 
-    def _join_key(self) -> tuple:
-        return (_OUTCOME_RANK[self.outcome], -(self.ended_at or 0.0), self.outcome or "",
-                repr(sorted(self.result.items())) if self.result else "")
+    def _tie_key(self) -> tuple:
+        return (self.outcome or "", repr(sorted(self.result.items())) if self.result else "")
 
 
 @dataclass(frozen=True, slots=True)
