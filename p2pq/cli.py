@@ -100,6 +100,8 @@ def _parse_peer(ctx, param, values):
 @click.option("--peer", "peers", multiple=True, callback=_parse_peer, metavar="HOST:PORT",
               help="A node to contact at start (repeatable); needed where multicast is blocked.")
 @click.option("--no-mdns", is_flag=True, help="Do not use mDNS discovery (rely on --peer and gossip).")
+@click.option("--mdns-interface", "mdns_interfaces", multiple=True, metavar="ADDR|NAME",
+              help="Announce and browse only on this interface (repeatable; default: all).")
 @click.option("--priority", type=int, default=0, show_default=True,
               help="Bully rank: the highest live node leads (ties: node id).")
 @click.option("--slots", type=click.IntRange(0), default=None, help="Tasks run at once (default: CPU count).")
@@ -116,7 +118,7 @@ def _parse_peer(ctx, param, values):
 @click.option("--failure-timeout-ms", type=click.IntRange(50), default=1000, show_default=True)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
-def node(cluster_dir, data_dir, host, port, advertise, peers, no_mdns, priority, slots, replicas,
+def node(cluster_dir, data_dir, host, port, advertise, peers, no_mdns, mdns_interfaces, priority, slots, replicas,
          quorum, http_port, http_host, node_id, heartbeat_ms, failure_timeout_ms, log_level):
     """Run a node: join (or found) the cluster, hold the queue, run tasks.
 
@@ -139,6 +141,7 @@ def node(cluster_dir, data_dir, host, port, advertise, peers, no_mdns, priority,
         raise UserError(str(exc)) from None
     settings = NodeSettings(cluster_dir=_cluster_dir(cluster_dir), data_dir=data_dir, host=host, port=port,
                             advertise_host=advertise, peers=list(peers), mdns=not no_mdns, priority=priority,
+                            mdns_interfaces=list(mdns_interfaces) or None,
                             node_id=node_id, config=config, http_port=http_port, http_host=http_host)
     try:
         asyncio.run(run_node(settings))

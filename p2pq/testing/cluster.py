@@ -118,6 +118,8 @@ class LocalCluster:
                 "--priority", str(i + 1), "--slots", str(self.slots)]
         if not self.mdns:
             args.append("--no-mdns")
+        else:  # loopback only: test traffic never leaves this machine
+            args += ["--mdns-interface", "127.0.0.1"]
         if self.seeds and i > 0:
             args += ["--peer", f"127.0.0.1:{ports[0]}"]
         args += self.extra_args

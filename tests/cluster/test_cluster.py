@@ -40,6 +40,14 @@ def test_three_nodes_form_a_cluster_with_peer_seeds(cluster):
     assert term.startswith("1@") or int(term.split("@")[0]) >= 1
 
 
+def test_three_nodes_form_a_cluster_by_mdns_alone():
+    with LocalCluster(3, slots=1, mdns=True, seeds=False) as c:
+        leader, _ = c.leader()
+        assert c.nodes[leader].node_id == "node3"
+        for i in range(3):
+            assert {m["node"] for m in c.view(i)["members"] if m["alive"]} == {"node1", "node2", "node3"}
+
+
 def test_a_submit_to_a_non_leader_is_forwarded_and_runs(cluster):
     client = cluster.client(non_leader(cluster))
     task_id = client.submit("fibonacci", 30, priority=1)
