@@ -104,7 +104,7 @@ class NodeRuntime:
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
         self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._clients: dict[int, tuple[ClientConnection, Any]] = {}
+        self._clients: dict[int, tuple[ClientConnection | asyncio.Future, Any]] = {}
         self._next_request = 0
         self._runs: dict[str, asyncio.Task] = {}
         self._owned: set[asyncio.Task] = set()
@@ -231,6 +231,14 @@ class NodeRuntime:
         self._addressed.add(peer.node_id)
         self._post(PeerDiscovered(peer.node_id, peer.priority, (peer.host, peer.port)))
 
+    async def request(self, request: Any) -> dict:
+        """Ask the core as a local client would (the HTTP API uses this); returns the reply body."""
+        future = asyncio.get_running_loop().create_future()
+        self._next_request += 1
+        self._clients[self._next_request] = (future, None)
+        self._post(ClientRequested(self._next_request, request))
+        return await future
+
     def _on_client_message(self, conn: ClientConnection, wire: dict) -> None:
         req = wire.get("req")
         try:
@@ -255,7 +263,10 @@ class NodeRuntime:
                     self._set_timer(name, at_s)
                 case Reply(request_id, body):
                     conn, req = self._clients.pop(request_id, (None, None))
-                    if conn is not None:
+                    if isinstance(conn, asyncio.Future):
+                        if not conn.done():
+                            conn.set_result(body)
+                    elif conn is not None:
                         conn.send({"type": "reply", "req": req, **body})
                 case RunTask(task_id, attempt_id, spec):
                     self._runs[attempt_id] = self._spawn(self._run(task_id, attempt_id, spec), attempt_id)
