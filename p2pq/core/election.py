@@ -186,6 +186,7 @@ class ElectionMixin(_Base):
 
     def _on_state_offer(self, sender: str, msg: StateOffer) -> None:
         """Step 4: merge whatever a node holds (facts are kept whatever their term)."""
+        self._forget(msg.forgotten)
         for record in msg.records:
             self._merge(record)
         for task_id, attempt in msg.running:
@@ -215,7 +216,8 @@ class ElectionMixin(_Base):
         if self.leader is None or self.leader == self.id:
             return
         running = tuple((r.task_id, r.attempt(a)) for a, r in self.executing.items())
-        self._send(self.leader, StateOffer(self.term, tuple(self.table.values()), running))
+        self._send(self.leader, StateOffer(self.term, tuple(self.table.values()), running,
+                                           tuple(self.forgotten)))
 
     def _maybe_take_over(self) -> None:
         """Step 6: a caught-up node that outranks its leader bullies it."""

@@ -120,6 +120,13 @@ class PersistRecords:
 
 
 @dataclass(frozen=True, slots=True)
+class ForgetRecords:
+    """Delete these finished tasks from the journal (pruned past their retention)."""
+
+    task_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Note:
     """Something worth telling a human: an election, a failover, a node's death."""
 
@@ -127,10 +134,11 @@ class Note:
     detail: dict
 
 
-Command = Union[Send, SetTimer, Reply, RunTask, StopTask, PersistTerm, PersistRecords, Note]
+Command = Union[Send, SetTimer, Reply, RunTask, StopTask, PersistTerm, PersistRecords,
+                ForgetRecords, Note]
 
 __all__ = [
     "Started", "PeerDiscovered", "MessageReceived", "TimerFired", "ClientRequested",
     "TaskCompleted", "ShutdownRequested", "Event", "Send", "SetTimer", "Reply", "RunTask",
-    "StopTask", "PersistTerm", "PersistRecords", "Note", "Command", "Attempt",
+    "StopTask", "PersistTerm", "PersistRecords", "ForgetRecords", "Note", "Command", "Attempt",
 ]

@@ -99,6 +99,7 @@ class StateOffer:
     term: Term
     records: tuple[TaskRecord, ...]
     running: tuple[tuple[str, Attempt], ...]
+    forgotten: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +118,7 @@ class Append:
     last_index: int
     records: tuple[TaskRecord, ...]
     snapshot: bool
+    forgotten: tuple[str, ...] = ()  # pruned tasks: drop them, never take them back
 
 
 @dataclass(frozen=True, slots=True)

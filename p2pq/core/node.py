@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Iterable
 
+from .compaction import CompactionMixin
 from .election import ElectionMixin
 from .events import (ClientRequested, Command, Event, MessageReceived, Note, PeerDiscovered,
                      PersistRecords, Reply, Send, SetTimer, ShutdownRequested, Started,
@@ -50,19 +51,23 @@ def error(code: str, message: str) -> dict:
     return {"ok": False, "error": code, "message": message}
 
 
-class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin):
+class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin):
     """The protocol of one node: feed it events, carry out its commands."""
 
     def __init__(self, node_id: NodeId, priority: int, config: Config, rng: "random.Random", *,
                  address: tuple | None = None, restored_term: Term = ZERO_TERM,
-                 restored_records: Iterable[TaskRecord] = ()) -> None:
+                 restored_records: Iterable[TaskRecord] = (),
+                 restored_forgotten: Iterable[str] = ()) -> None:
         self.id, self.priority, self.config, self.rng = node_id, priority, config, rng
         self.address = address
         self.now = 0.0
         self.peers: dict[NodeId, Peer] = {}
         self.table = TaskTable()
+        self.forgotten: dict[str, float] = dict.fromkeys(restored_forgotten, 0.0)
+        self.next_prune_at = 0.0
         for record in restored_records:
-            self.table.merge(record)
+            if record.task_id not in self.forgotten:
+                self.table.merge(record)
         # election
         self.role = Role.MEMBER
         self.term = ZERO_TERM        # the term of the leader we obey (or our own)
@@ -175,6 +180,8 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin):
     # -- state ---------------------------------------------------------------------------
     def _merge(self, record: TaskRecord) -> TaskRecord | None:
         """Join a record into the table; log, persist and notify if it changed."""
+        if record.task_id in self.forgotten:
+            return None  # pruned: a stale copy must not bring it back
         new = self.table.merge(record)
         if new is None:
             return None
@@ -247,6 +254,7 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin):
                 if peer.alive and self.now - peer.last_heard > self.config.failure_timeout_s:
                     self._declare_dead(peer, "stopped answering")
             self._sweep_leases()
+            self._maybe_prune()
             self._heartbeat()
             self._resend_stalled()
         elif self.role is Role.MEMBER and self._leader_silent():
@@ -428,7 +436,7 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin):
         ids = []
         for task_id, spec in tasks:
             task_id = task_id or f"{self.rng.getrandbits(64):016x}"
-            if task_id not in self.table:
+            if task_id not in self.table and task_id not in self.forgotten:
                 self.submit_counter += 1
                 seq = (self.term.number, self.submit_counter)
                 self._merge(TaskRecord(task_id, spec, seq, self.now))
@@ -439,7 +447,7 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin):
     def _cancel(self, target: tuple[NodeId, int], task_id: str) -> None:
         record = self.table.get(task_id)
         if record is None:
-            self._reply(target, error("unknown_task", f"no task with id {task_id}"))
+            self._reply(target, self._unknown(task_id))
             return
         if not record.state.terminal:
             record = self._merge(replace(record, cancelled=True)) or record
@@ -449,7 +457,7 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin):
     def _wait(self, target: tuple[NodeId, int], task_id: str) -> None:
         record = self.table.get(task_id)
         if record is None:
-            self._reply(target, error("unknown_task", f"no task with id {task_id}"))
+            self._reply(target, self._unknown(task_id))
         elif record.state.terminal:
             self._reply(target, {"ok": True, "task": describe(record)})
         else:
@@ -459,13 +467,19 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin):
         if what == "task":
             record = self.table.get(str(params.get("id")))
             if record is None:
-                return error("unknown_task", f"no task with id {params.get('id')}")
+                return self._unknown(str(params.get("id")))
             return {"ok": True, "task": describe(record)}
         if what == "list":
             return {"ok": True, **self._list(params)}
         if what == "stats":
             return {"ok": True, **self.stats()}
         return error("invalid", f"unknown query {what!r}")
+
+    def _unknown(self, task_id: str) -> dict:
+        if task_id in self.forgotten:
+            return error("unknown_task", f"task {task_id} finished and was pruned (retention: "
+                         f"{self.config.retain_finished} tasks or {self.config.retain_finished_s:g} s)")
+        return error("unknown_task", f"no task with id {task_id}")
 
     def _list(self, params: dict) -> dict:
         state = params.get("state")

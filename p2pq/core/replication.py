@@ -100,7 +100,8 @@ class ReplicationMixin(_Base):
     def _send_snapshot(self, node: NodeId, progress: FollowerProgress) -> None:
         records = tuple(self.table.values())
         index = self.last_index
-        self._send(node, Append(self.term, 0, index, records, snapshot=True))
+        self._send(node, Append(self.term, 0, index, records, snapshot=True,
+                                forgotten=tuple(self.forgotten)))
         progress.needs_snapshot = False
         progress.snapshot_index = index
         progress.sent = index
@@ -113,8 +114,9 @@ class ReplicationMixin(_Base):
         for prev in range(progress.sent, self.last_index, batch):
             last = min(prev + batch, self.last_index)
             ids = dict.fromkeys(self.log[prev - self.log_base:last - self.log_base])
-            records = tuple(self.table.records[t] for t in ids)
-            self._send(node, Append(self.term, prev, last, records, snapshot=False))
+            records = tuple(self.table.records[t] for t in ids if t in self.table.records)
+            gone = tuple(t for t in ids if t not in self.table.records)
+            self._send(node, Append(self.term, prev, last, records, snapshot=False, forgotten=gone))
         progress.sent = self.last_index
         progress.sent_at = self.now
 
@@ -187,11 +189,11 @@ class ReplicationMixin(_Base):
     # -- follower ----------------------------------------------------------------------
     def _on_append(self, sender: NodeId, msg: Append) -> None:
         if msg.snapshot:
-            self._apply(msg.records)
+            self._apply(msg)
             self.applied_index = msg.last_index
             self.caught_up = True
         elif msg.prev_index == self.applied_index:
-            self._apply(msg.records)
+            self._apply(msg)
             self.applied_index = max(self.applied_index, msg.last_index)
         elif msg.last_index <= self.applied_index:
             pass  # a duplicate of what we have
@@ -201,6 +203,7 @@ class ReplicationMixin(_Base):
         self._send(sender, AppendAck(self.term, self.applied_index, ok=True))
         self._maybe_take_over()
 
-    def _apply(self, records: tuple[TaskRecord, ...]) -> None:
-        for record in records:
+    def _apply(self, msg: Append) -> None:
+        self._forget(msg.forgotten)
+        for record in msg.records:
             self._merge(record)

@@ -162,6 +162,11 @@ class TaskRecord:
         last_end = max(a.ended_at or 0.0 for a in self.attempts if a.outcome in (FAILED, TIMEOUT))
         return last_end + min(backoff_s * 2 ** (n - 1), backoff_max_s)
 
+    def finished_at(self) -> float:
+        """When the task reached its terminal state, as far as the record tells."""
+        ends = [a.ended_at for a in self.attempts if a.ended_at is not None]
+        return max(ends, default=self.submitted_at)
+
     def final_attempt(self) -> Attempt | None:
         """The attempt that decided a terminal state (the success, else the last end)."""
         ended = [a for a in self.attempts if not a.running and a.outcome != LOST]
@@ -252,8 +257,8 @@ class TaskTable:
         next_at: float | None = None
         while self._heap:
             entry = heapq.heappop(self._heap)
-            record = self.records[entry[2]]
-            if record.state is not TaskState.QUEUED:
+            record = self.records.get(entry[2])
+            if record is None or record.state is not TaskState.QUEUED:
                 self._queued.discard(entry[2])
                 continue
             at = record.eligible_at(backoff_s, backoff_max_s)
@@ -273,6 +278,14 @@ class TaskTable:
         if record.task_id not in self._queued and record.state is TaskState.QUEUED:
             self._queued.add(record.task_id)
             heapq.heappush(self._heap, (record.spec.priority, record.seq, record.task_id))
+
+    def remove(self, task_id: str) -> TaskRecord | None:
+        """Drop a record (pruned); its heap entry, if any, is skipped lazily."""
+        record = self.records.pop(task_id, None)
+        if record is not None:
+            self.counts[record.state] -= 1
+            self._queued.discard(task_id)
+        return record
 
     def queued_count(self) -> int:
         return self.counts[TaskState.QUEUED]

@@ -77,6 +77,8 @@ class Config:
     retry_backoff_s        first retry delay; doubles per failure.
     retry_backoff_max_s    cap of the retry delay.
     max_batch              records per replication message.
+    retain_finished        finished tasks kept before the oldest are pruned.
+    retain_finished_s      age after which a finished task is pruned.
     """
 
     heartbeat_interval_s: float = 0.2
@@ -90,6 +92,8 @@ class Config:
     retry_backoff_s: float = 0.5
     retry_backoff_max_s: float = 30.0
     max_batch: int = 1024
+    retain_finished: int = 10_000
+    retain_finished_s: float = 7 * 24 * 3600.0
 
     def __post_init__(self) -> None:
         if self.heartbeat_interval_s <= 0:
@@ -102,6 +106,8 @@ class Config:
             raise ValueError("quorum must be 0 (off) or the cluster size")
         if self.slots < 0:
             raise ValueError("slots must be >= 0")
+        if self.retain_finished < 0 or self.retain_finished_s <= 0:
+            raise ValueError("retention must be >= 0 tasks and a positive age")
 
     @property
     def majority(self) -> int:

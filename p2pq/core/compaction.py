@@ -1,0 +1,74 @@
+"""Pruning finished tasks, so the table and the journal do not grow without bound.
+
+Theory of operation
+-------------------
+Only the leader prunes, and only finished tasks: every few seconds it drops
+the oldest finished tasks beyond ``retain_finished`` and any finished longer
+than ``retain_finished_s`` ago. A pruned task leaves a *tombstone* (its id):
+
+- the prune is logged like any change, so followers drop the task too, and
+  a snapshot carries every tombstone a new follower must apply;
+- a node never merges a record whose id is tombstoned, so a stale copy
+  offered by a node that missed the prune cannot bring the task back (and
+  run it again);
+- a submit that repeats a tombstoned id is acknowledged as the existing
+  task it was, not added anew.
+
+Tombstones are kept for the newest ``TOMBSTONES`` pruned ids: far more than
+any node can be behind by, at 16 bytes each. Each prune leaves the core as a
+``ForgetRecords`` command so the journal deletes the rows.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterable
+
+from .events import ForgetRecords
+from .types import Role
+
+if TYPE_CHECKING:
+    from .node import NodeCore
+
+    _Base = NodeCore
+else:
+    _Base = object
+
+PRUNE_INTERVAL_S = 5.0
+TOMBSTONES = 200_000
+
+
+class CompactionMixin(_Base):
+    def _maybe_prune(self) -> None:
+        """Leader only: forget the finished tasks past their retention."""
+        if self.role is not Role.LEADER or self.now < self.next_prune_at:
+            return
+        self.next_prune_at = self.now + PRUNE_INTERVAL_S
+        finished = [r for r in self.table.values() if r.state.terminal]
+        excess = len(finished) - self.config.retain_finished
+        cutoff = self.now - self.config.retain_finished_s
+        if excess <= 0 and not any(r.finished_at() < cutoff for r in finished):
+            return
+        finished.sort(key=lambda r: r.finished_at())
+        victims = [r.task_id for i, r in enumerate(finished) if i < excess or r.finished_at() < cutoff]
+        self._forget(victims)
+        for task_id in victims:
+            self._log_change_id(task_id)
+
+    def _forget(self, task_ids: Iterable[str]) -> None:
+        """Drop tasks and remember that they are gone (tombstones)."""
+        gone = []
+        for task_id in task_ids:
+            if task_id in self.forgotten:
+                continue
+            self.table.remove(task_id)
+            self.dirty.pop(task_id, None)
+            self.forgotten[task_id] = self.now
+            gone.append(task_id)
+        while len(self.forgotten) > TOMBSTONES:
+            del self.forgotten[next(iter(self.forgotten))]
+        if gone:
+            self.persist.append(ForgetRecords(tuple(gone)))
+
+    def _log_change_id(self, task_id: str) -> None:
+        if self.role in (Role.LEADER, Role.GATHERING):
+            self.log.append(task_id)
