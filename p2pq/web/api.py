@@ -219,7 +219,7 @@ class Api:
 
     def recent_events(self, limit: int) -> list[dict]:
         """This node's latest notes, oldest first, each with a line of text."""
-        notes = list(self.runtime.notes)[-limit:]
+        notes = sorted([*self.runtime.notes, *self.sampler.inferred], key=lambda n: n["at"])[-limit:]
         return [model.event_view(n, self.runtime.node_id) for n in notes]
 
     async def health(self, request: web.Request) -> web.Response:

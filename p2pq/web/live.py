@@ -84,6 +84,10 @@ class Sampler:
         self.queue: dict | None = None          # the last queue the leader told us about
         self.history: collections.deque = collections.deque(maxlen=HISTORY_POINTS)
         self.elections_started = self.leader_changes = 0
+        # Events inferred from successive views: a member that simply starts obeying
+        # a new leader never notes that the old one died, but its view shows it.
+        self.inferred: collections.deque = collections.deque(maxlen=200)
+        self._last_view: dict | None = None
         for note in list(runtime.notes):
             self.count(note)
 
@@ -114,16 +118,26 @@ class Sampler:
         if leader_ok:
             self.queue = await self._queue(stats)
         load = model.load_by_node(running["tasks"]) if running.get("ok") else None
-        self._remember(now, stats if leader_ok else None)
+        view = core.view()
+        self._remember(now, stats if leader_ok else None, view)
+        self._infer(view, time.time())
         self.latest = {
             "at": now, "node": self.runtime.node_id,
-            "cluster": model.json_safe(model.cluster_view(core.view(), load)),
+            "cluster": model.json_safe(model.cluster_view(view, load)),
             "leader_reachable": leader_ok,
             "leader_error": None if leader_ok else stats.get("message"),
             "queue": self.queue, "rates": self.rates(), "point": self.point(),
             "replication": self.replication(),
         }
         return self.latest
+
+    def _infer(self, view: dict, now: float) -> None:
+        """Publish what changed in the view and no note of this node has said."""
+        for event in model.diff_views(self._last_view, view, now):
+            if model.is_news(event, self.runtime.notes):
+                self.inferred.append(event)
+                self.hub.publish("note", model.event_view(event, self.runtime.node_id))
+        self._last_view = view
 
     async def _queue(self, stats: dict) -> dict:
         counts = {s: int(stats["counts"].get(s, 0)) for s in model.STATES}
@@ -145,16 +159,24 @@ class Sampler:
             return (self.queue or {}).get("by_priority", {}), False
         return model.by_priority(reply["tasks"]), reply["total"] <= PRIORITY_SCAN_LIMIT
 
-    def _remember(self, now: float, stats: dict | None) -> None:
-        """Append one history sample; counters stay at their last value while no leader answers."""
+    def _remember(self, now: float, stats: dict | None, view: dict) -> None:
+        """Append one history sample; counters stay at their last value while no leader answers.
+
+        A sample's epoch is (the leader's term, whether this node holds a full
+        replica): rates are taken within one epoch only, because a new leader's
+        merged table or a snapshot arriving at a new follower is a jump, not work done.
+        """
         last = self.history[-1] if self.history else None
         if stats is not None:
             finished = sum(int(stats["counts"].get(s, 0)) for s in model.TERMINAL)
-            submitted = int(stats["tasks"])
+            submitted, term = int(stats["tasks"]), stats.get("term")
+        elif last is not None:
+            submitted, finished, term = last["submitted"], last["finished"], last["epoch"][0]
         else:
-            submitted, finished = (last["submitted"], last["finished"]) if last else (0, 0)
+            submitted, finished, term = 0, 0, None
+        holder = self.runtime.node_id == view["leader"] or self.runtime.node_id in view["followers"]
         self.history.append({"at": now, "submitted": submitted, "finished": finished,
-                             "dispatched": self.attempts_started()})
+                             "dispatched": self.attempts_started(), "epoch": (term, holder)})
 
     def attempts_started(self) -> int:
         """Attempts in this node's copy of the table: exact on the leader and its followers."""
@@ -162,8 +184,13 @@ class Sampler:
 
     def rates(self) -> dict:
         """Per-second rates over the last few seconds (None until two samples exist)."""
-        samples = list(self.history)
-        return {f"{name}_per_s": model.rate([(s["at"], s[name]) for s in samples], RATE_WINDOW_S)
+        return self._rates_of(list(self.history))
+
+    @staticmethod
+    def _rates_of(samples: list[dict]) -> dict:
+        epoch = samples[-1]["epoch"] if samples else None
+        same = [s for s in samples if s["epoch"] == epoch]
+        return {f"{name}_per_s": model.rate([(s["at"], s[name]) for s in same], RATE_WINDOW_S)
                 for name in ("submitted", "finished", "dispatched")}
 
     def point(self) -> list:
@@ -182,8 +209,6 @@ class Sampler:
         """The throughput history as chart points [time, submitted/s, finished/s]."""
         samples, points = list(self.history), []
         for i in range(1, len(samples)):
-            upto = samples[:i + 1]
-            sub = model.rate([(s["at"], s["submitted"]) for s in upto], RATE_WINDOW_S) or 0.0
-            fin = model.rate([(s["at"], s["finished"]) for s in upto], RATE_WINDOW_S) or 0.0
-            points.append([samples[i]["at"], sub, fin])
+            rates = self._rates_of(samples[max(0, i - 10):i + 1])
+            points.append([samples[i]["at"], rates["submitted_per_s"] or 0.0, rates["finished_per_s"] or 0.0])
         return points

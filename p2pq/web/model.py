@@ -141,10 +141,24 @@ def diff_views(old: dict | None, new: dict, at: float) -> list[dict]:
         if before is None:
             events.append({"at": at, "kind": "node_joined", "node": m["node"], "priority": m["priority"]})
         elif before and not m["alive"]:
-            events.append({"at": at, "kind": "node_dead", "node": m["node"], "why": "seen down"})
+            events.append({"at": at, "kind": "node_dead", "node": m["node"], "why": "seen in this node's view"})
         elif not before and m["alive"]:
             events.append({"at": at, "kind": "node_alive", "node": m["node"]})
     return events
+
+
+def is_news(event: dict, notes: Iterable[dict], window_s: float = 5.0) -> bool:
+    """False when the node's own notes already told this inferred event (same kind, node, term)."""
+    for note in notes:
+        if abs(note.get("at", 0.0) - event["at"]) > window_s:
+            continue
+        if event["kind"] == "leader_seen":
+            if note.get("kind") in ("leader_elected", "leader_accepted", "coordinator") \
+                    and note.get("term") == event["term"]:
+                return False
+        elif note.get("kind") == event["kind"] and note.get("node") == event["node"]:
+            return False
+    return True
 
 
 def rate(samples: list[tuple[float, float]], window_s: float) -> float | None:
