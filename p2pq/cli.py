@@ -370,6 +370,10 @@ from .sim.command import sim  # noqa: E402  (the simulator owns its command)
 
 main.add_command(sim)
 
+from .web.top import top  # noqa: E402  (the web layer owns `p2pq top`)
+
+main.add_command(top)
+
 
 if __name__ == "__main__":
     main()

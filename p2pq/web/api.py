@@ -152,11 +152,16 @@ class Api:
         return ok({**await self.snapshot(), "chart": self.sampler.chart(), "events": self.recent_events(50)})
 
     async def cluster(self, request: web.Request) -> web.Response:
+        """This node's view now (local, so never stale), with the loads of the last sample."""
         snap = await self.snapshot()
-        return ok({**snap["cluster"], "leader_reachable": snap["leader_reachable"]})
+        load = {m["node"]: m["running"] for m in snap["cluster"]["members"] if m["running"] is not None}
+        view = model.cluster_view(self.runtime.core.view(), load if snap["leader_reachable"] else None)
+        return ok({**model.json_safe(view), "leader_reachable": snap["leader_reachable"]})
 
     async def queue(self, request: web.Request) -> web.Response:
         snap = await self.snapshot()
+        if snap["queue"] is None:  # no leader at the last sample: look again before refusing
+            snap = await self.sampler.sample()
         if snap["queue"] is None:
             raise ApiError(503, "no_leader", snap["leader_error"] or "no leader has answered yet")
         return ok({**snap["queue"], "rates": snap["rates"], "replication": snap["replication"]})

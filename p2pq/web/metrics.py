@@ -1,8 +1,8 @@
 """/metrics in the Prometheus text format (version 0.0.4).
 
 Numbers come from the sampler's latest snapshot (the cluster's queue as the
-leader last reported it) and from this node's core (its term, role and, on
-the leader, replication progress). Every node serves its own view; labels
+leader last reported it, and rates) and, read at scrape time, from this
+node's core (its term, role, peers and, on the leader, replication progress). Every node serves its own view; labels
 say which node is speaking.
 """
 
@@ -63,13 +63,13 @@ def render(runtime: Any, sampler: Any, snapshot: dict) -> str:
             [({}, sampler.elections_started)])
     out.add("p2pq_leader_changes_total", "counter", "Leaderships this node won or accepted.",
             [({}, sampler.leader_changes)])
-    members = snapshot["cluster"]["members"]
+    members = core.view()["members"]  # local facts are read now, not from the last sample
     out.add("p2pq_peers", "gauge", "Nodes this node knows, by liveness.",
             [({"alive": "true"}, sum(m["alive"] for m in members)),
              ({"alive": "false"}, sum(not m["alive"] for m in members))])
     _queue(out, snapshot.get("queue"))
     _rates(out, snapshot["rates"], sampler)
-    _replication(out, snapshot["replication"])
+    _replication(out, sampler.replication())
     return out.render()
 
 

@@ -28,9 +28,9 @@ _EVENT_TEXT = {
     "task_requeued": "task {task} went back to the queue ({node} lost it)",
     "leader_seen": "leader is now {leader} (term {term})",
 }
-# Kinds that belong to a failover: the dashboard and top highlight them.
-FAILOVER_KINDS = frozenset({"leader_elected", "stepped_down", "election_started", "node_dead",
-                            "coordinator", "leader_seen"})
+# Kinds that change who leads or who is up: the dashboard and top highlight them.
+FAILOVER_KINDS = frozenset({"leader_elected", "leader_accepted", "stepped_down", "election_started",
+                            "node_dead", "coordinator", "leader_seen"})
 
 
 def event_text(note: dict) -> str:
