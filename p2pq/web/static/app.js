@@ -263,8 +263,9 @@ function renderChart() {
   drawAxes(ctx, w, h, left, bottom, top, span);
   const x = (t) => left + ((t - (now - span)) / span) * (w - left - 6);
   const y = (v) => bottom - (v / top) * (bottom - 8);
-  for (const [index, color] of [[1, "#2f6fd6"], [2, "#2ea35a"]]) {
-    ctx.beginPath(); ctx.strokeStyle = color; ctx.lineWidth = 2;
+  // finished first and wider, submitted on top: when the two agree both stay visible
+  for (const [index, color, width] of [[2, "#2ea35a", 4], [1, "#2f6fd6", 1.5]]) {
+    ctx.beginPath(); ctx.strokeStyle = color; ctx.lineWidth = width;
     points.filter((p) => p[0] >= now - span).forEach((p, i) => {
       if (i === 0) ctx.moveTo(x(p[0]), y(p[index])); else ctx.lineTo(x(p[0]), y(p[index]));
     });
