@@ -199,9 +199,11 @@ class Sampler:
         return [time.time(), rates["submitted_per_s"] or 0.0, rates["finished_per_s"] or 0.0]
 
     def replication(self) -> dict:
-        """Commit, last index and, on the leader, how far the slowest follower lags."""
+        """On the leader: last log index, commit, and how far the slowest follower lags (else None)."""
         core = self.runtime.core
-        acked = [f.acked for f in core.followers.values()] if core.role.value == "leader" else []
+        if core.role.value != "leader":
+            return {"last_index": None, "commit": None, "lag": None}
+        acked = [f.acked for f in core.followers.values()]
         lag = max(0, core.last_index - min(acked)) if acked else None
         return {"last_index": core.last_index, "commit": core.commit, "lag": lag}
 
