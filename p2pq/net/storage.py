@@ -1,45 +1,447 @@
-"""Where a node keeps what the core asks it to persist (PersistTerm, PersistRecords)."""
+"""A node's journal: what the core asks it to persist, in SQLite (WAL) in --data-dir.
+
+Theory of operation
+- The journal holds state, not a log: one row per task with its latest
+  record (already the join of everything this node knew about the task), the
+  highest term, the node's identity (id, priority), and the tombstones of
+  pruned tasks (so a restarted node never takes a pruned task back). A restarted node loads
+  it and hands it to the core. Records form a lattice, so an old row can only
+  merge upward with what peers hold; nothing needs replaying.
+- Every core step's PersistTerm/PersistRecords/ForgetRecords become one
+  `Batch`, written in ONE transaction by one writer thread: that is the group
+  commit. Batches that queue up while the thread is busy (only in `memory`
+  mode, where nobody waits) are merged into the next transaction.
+- Durability (docs/durability.md): `memory` writes in the background with
+  synchronous=OFF and nobody waits; `written` commits (synchronous=NORMAL:
+  survives kill -9, not a power cut) before the driver sends anything of the
+  batch; `fsync` does the same with synchronous=FULL (the WAL is fsynced).
+- Corruption: every row carries a crc32 of its key and body, and the file is
+  checked with PRAGMA quick_check at open. A journal that fails is never
+  served: `open_store` reports it in one line, moves it aside and starts
+  with no tasks (keeping the term and identity if those rows verify); the
+  protocol then brings the cluster's tasks back from the peers.
+- After a write fails the store refuses all later writes: the driver stops
+  the node rather than acknowledge what it could not keep.
+"""
 
 from __future__ import annotations
 
+import concurrent.futures
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Protocol
+from typing import Any, Iterable, Protocol
 
+import msgpack
+
+from p2pq.core.compaction import TOMBSTONES
+from p2pq.core.events import ForgetRecords, PersistRecords, PersistTerm
+from p2pq.core.messages import record_from_wire, record_to_wire
 from p2pq.core.tasks import TaskRecord
 from p2pq.core.types import ZERO_TERM, Term
+
+log = logging.getLogger("p2pq.storage")
+
+JOURNAL_FILE = "journal.db"
+SCHEMA_VERSION = 1
+DURABILITIES = ("memory", "written", "fsync")
+_SYNCHRONOUS = {"memory": "OFF", "written": "NORMAL", "fsync": "FULL"}
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, body BLOB NOT NULL, crc INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS records (task_id TEXT PRIMARY KEY, body BLOB NOT NULL, crc INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS forgotten (n INTEGER PRIMARY KEY, task_id TEXT UNIQUE NOT NULL, crc INTEGER NOT NULL);
+"""
+
+
+class StorageError(Exception):
+    """The journal cannot be used (in use, unwritable, newer format): one clear line for the user."""
+
+
+class CorruptJournal(Exception):
+    """The journal failed a check; `salvaged` holds the meta rows that still verified."""
+
+    def __init__(self, reason: str, salvaged: dict | None = None) -> None:
+        super().__init__(reason)
+        self.reason, self.salvaged = reason, salvaged or {}
 
 
 @dataclass(slots=True)
 class Restored:
     term: Term = ZERO_TERM
     records: list[TaskRecord] = field(default_factory=list)
+    forgotten: list[str] = field(default_factory=list)  # tombstones of pruned tasks, oldest first
+    node_id: str | None = None
+    priority: int | None = None
+
+
+@dataclass(slots=True)
+class Batch:
+    """What one core step asked to persist; written in one transaction.
+
+    Invariant: `records` and `forgotten` are disjoint, and the later command
+    about a task wins (persist-then-forget deletes it, forget-then-persist keeps it).
+    """
+
+    term: Term | None = None
+    records: dict[str, TaskRecord] = field(default_factory=dict)
+    forgotten: set[str] = field(default_factory=set)
+    identity: tuple[str, int] | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.term is not None or self.records or self.forgotten or self.identity)
+
+    def add_term(self, term: Term) -> None:
+        if self.term is None or term > self.term:  # terms only grow (G3)
+            self.term = term
+
+    def add_records(self, records: Iterable[TaskRecord]) -> None:
+        for record in records:
+            self.records[record.task_id] = record
+            self.forgotten.discard(record.task_id)
+
+    def forget(self, task_ids: Iterable[str]) -> None:
+        for task_id in task_ids:
+            self.forgotten.add(task_id)
+            self.records.pop(task_id, None)
+
+    def absorb(self, later: Batch) -> None:
+        """Fold a later batch into this one (the writer's cross-batch group commit)."""
+        if later.term is not None:
+            self.add_term(later.term)
+        self.forget(later.forgotten)
+        self.add_records(later.records.values())
+        self.identity = later.identity or self.identity
+
+
+def batch_of(commands: Iterable[Any]) -> Batch:
+    """The durable part of one core step's commands, in their order."""
+    batch = Batch()
+    for command in commands:
+        if isinstance(command, PersistTerm):
+            batch.add_term(command.term)
+        elif isinstance(command, PersistRecords):
+            batch.add_records(command.records)
+        elif isinstance(command, ForgetRecords):
+            batch.forget(command.task_ids)
+    return batch
 
 
 class Store(Protocol):
+    path: Path
+    durability: str
+    corruption: str | None
+
     def load(self) -> Restored: ...
+    def write(self, batch: Batch) -> concurrent.futures.Future: ...
     def save_term(self, term: Term) -> None: ...
     def save_records(self, records: Iterable[TaskRecord]) -> None: ...
+    def forget(self, task_ids: Iterable[str]) -> None: ...
+    def save_identity(self, node_id: str, priority: int) -> None: ...
     def close(self) -> None: ...
 
 
-class MemoryStore:
-    """Keeps nothing: a restarted node starts empty and catches up from its peers."""
+# -- rows ------------------------------------------------------------------------------
+def _pack_row(key: str, value: Any) -> tuple[str, bytes, int]:
+    body = msgpack.packb(value, use_bin_type=True)
+    return key, body, zlib.crc32(body, zlib.crc32(key.encode()))
+
+
+def _unpack_row(key: str, body: bytes, crc: int) -> Any:
+    """The row's value; CorruptJournal if its checksum or encoding is wrong."""
+    if not isinstance(body, bytes) or zlib.crc32(body, zlib.crc32(key.encode())) != crc:
+        raise CorruptJournal(f"checksum mismatch in the row of {key!r}")
+    try:
+        return msgpack.unpackb(body, raw=False, strict_map_key=False)
+    except ValueError as exc:  # msgpack's errors derive from ValueError
+        raise CorruptJournal(f"undecodable row {key!r}: {exc}") from None
+
+
+def _decode_record(task_id: str, body: bytes, crc: int) -> TaskRecord:
+    try:
+        record = record_from_wire(_unpack_row(task_id, body, crc))
+    except (TypeError, ValueError, KeyError, IndexError) as exc:
+        raise CorruptJournal(f"malformed record {task_id!r}: {exc}") from None
+    if record.task_id != task_id:
+        raise CorruptJournal(f"row {task_id!r} holds task {record.task_id!r}")
+    return record
+
+
+def _tombstone_row(task_id: str) -> tuple[str, int]:
+    return task_id, zlib.crc32(task_id.encode())
+
+
+def _check_tombstone(task_id: str, crc: int) -> str:
+    if not isinstance(task_id, str) or zlib.crc32(task_id.encode()) != crc:
+        raise CorruptJournal(f"checksum mismatch in the tombstone of {task_id!r}")
+    return task_id
+
+
+def _restored_from_meta(meta: dict) -> Restored:
+    """Term and identity from verified meta rows (CorruptJournal if one has a wrong shape)."""
+    checked = _checked_meta(meta)
+    if {"term", "node_id", "priority"} & meta.keys() - checked.keys():
+        raise CorruptJournal("malformed term or identity")
+    term = checked.get("term")
+    return Restored(term=Term(*term) if term else ZERO_TERM,
+                    node_id=checked.get("node_id"), priority=checked.get("priority"))
+
+
+def _classify(exc: sqlite3.Error, path: Path) -> Exception:
+    """Corruption (the file is damaged) versus a problem the user must fix."""
+    code = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+    if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return CorruptJournal(str(exc))
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return StorageError(f"the journal {path} is in use by another process "
+                            "(is another node running with this --data-dir?)")
+    return StorageError(f"cannot use the journal {path}: {exc}")
+
+
+def _connect(path: Path, durability: str) -> sqlite3.Connection:
+    try:
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise _classify(exc, path) from None
+    try:
+        # Exclusive: one node per data dir (a second one gets SQLITE_BUSY at once).
+        db.execute("PRAGMA locking_mode=EXCLUSIVE")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={_SYNCHRONOUS[durability]}")
+        db.executescript(_SCHEMA)
+        if db.execute("SELECT 1 FROM meta WHERE key = 'schema'").fetchone() is None:
+            db.execute("INSERT INTO meta VALUES (?, ?, ?)", _pack_row("schema", SCHEMA_VERSION))
+    except sqlite3.Error as exc:
+        db.close()
+        raise _classify(exc, path) from None
+    return db
+
+
+# -- the store --------------------------------------------------------------------------
+class SqliteStore:
+    """The journal DIR/journal.db; reads at open, writes in order on one writer thread."""
+
+    def __init__(self, path: Path, durability: str) -> None:
+        if durability not in _SYNCHRONOUS:
+            raise ValueError(f"unknown durability {durability!r}: use one of {', '.join(DURABILITIES)}")
+        self.path, self.durability = Path(path), durability
+        self.corruption: str | None = None  # set by open_store when it replaced a bad journal
+        self.failure: BaseException | None = None
+        self.commits = self.batches = self.rows_written = 0  # group-commit accounting
+        self._db = _connect(self.path, durability)
+        try:
+            self._restored: Restored | None = self._read()
+        except BaseException:
+            self._db.close()
+            raise
+        self._term = self._restored.term
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._write_loop, name="p2pq-journal", daemon=True)
+        self._thread.start()
+
+    @property
+    def waits(self) -> bool:
+        """Whether the driver must wait for a batch's commit before it sends anything of it."""
+        return self.durability != "memory"
+
+    def _read(self) -> Restored:
+        """Everything the journal holds, verified; CorruptJournal if any of it is not intact."""
+        try:
+            problems = [row[0] for row in self._db.execute("PRAGMA quick_check")]
+            if problems != ["ok"]:
+                raise CorruptJournal(f"quick_check: {problems[0]}")
+            meta = {key: _unpack_row(key, body, crc)
+                    for key, body, crc in self._db.execute("SELECT key, body, crc FROM meta")}
+        except sqlite3.Error as exc:
+            raise _classify(exc, self.path) from None
+        if not isinstance(meta.get("schema"), int):
+            raise CorruptJournal("no schema version")
+        if meta["schema"] > SCHEMA_VERSION:
+            raise StorageError(f"the journal {self.path} was written by a newer p2pq "
+                               f"(schema {meta['schema']}, this one reads {SCHEMA_VERSION})")
+        restored = _restored_from_meta(meta)
+        try:
+            restored.records = [_decode_record(*row) for row in
+                                self._db.execute("SELECT task_id, body, crc FROM records")]
+            restored.forgotten = [_check_tombstone(*row) for row in
+                                  self._db.execute("SELECT task_id, crc FROM forgotten ORDER BY n")]
+        except sqlite3.Error as exc:
+            error = _classify(exc, self.path)
+            if isinstance(error, CorruptJournal):
+                error.salvaged = meta
+            raise error from None
+        except CorruptJournal as exc:
+            exc.salvaged = meta
+            raise
+        return restored
 
     def load(self) -> Restored:
-        return Restored()
+        """What the journal held at open (once: the records are then the core's)."""
+        restored, self._restored = self._restored, Restored(self._term)
+        return restored
+
+    # -- writing ----------------------------------------------------------------------
+    def write(self, batch: Batch) -> concurrent.futures.Future:
+        """Queue a batch for the writer; the future resolves once it is committed."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        if self.failure is not None:
+            future.set_exception(self.failure)
+        elif not self._thread.is_alive():
+            future.set_exception(StorageError(f"the journal {self.path} is closed"))
+        else:
+            self._queue.put((batch, future))
+        return future
 
     def save_term(self, term: Term) -> None:
-        pass
+        self.write(Batch(term=term)).result()
 
     def save_records(self, records: Iterable[TaskRecord]) -> None:
-        pass
+        batch = Batch()
+        batch.add_records(records)
+        self.write(batch).result()
+
+    def forget(self, task_ids: Iterable[str]) -> None:
+        """Delete these tasks from the journal (pruned past their retention)."""
+        batch = Batch()
+        batch.forget(task_ids)
+        self.write(batch).result()
+
+    def save_identity(self, node_id: str, priority: int) -> None:
+        self.write(Batch(identity=(node_id, priority))).result()
+
+    def _write_loop(self) -> None:
+        """Commit whatever is queued as one transaction, in order, until told to stop."""
+        while True:
+            jobs = [self._queue.get()]
+            while not self._queue.empty():
+                jobs.append(self._queue.get_nowait())
+            stop = None in jobs
+            jobs = [job for job in jobs if job is not None]
+            if jobs:
+                self._commit(jobs)
+            if stop:
+                return
+
+    def _commit(self, jobs: list[tuple[Batch, concurrent.futures.Future]]) -> None:
+        merged = Batch()
+        for batch, _ in jobs:
+            merged.absorb(batch)
+        try:
+            if self.failure is not None:
+                raise self.failure
+            self._apply(merged)
+        except BaseException as exc:  # noqa: BLE001 -- handed to every waiter
+            self.failure = self.failure or exc
+            for _, future in jobs:
+                future.set_exception(exc)
+            return
+        self.batches += len(jobs)
+        for _, future in jobs:
+            future.set_result(None)
+
+    def _apply(self, batch: Batch) -> None:
+        """One transaction: the group commit of a core step (or of several queued ones)."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            term = batch.term if batch.term is not None and batch.term > self._term else None
+            if term is not None:
+                db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?, ?)", _pack_row("term", list(term)))
+            if batch.identity is not None:
+                db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?, ?)",
+                               [_pack_row("node_id", batch.identity[0]),
+                                _pack_row("priority", batch.identity[1])])
+            if batch.forgotten:
+                self._forget_rows(batch.forgotten)
+            db.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?)",
+                           [_pack_row(r.task_id, record_to_wire(r)) for r in batch.records.values()])
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        if term is not None:
+            self._term = term
+        self.commits += 1
+        self.rows_written += len(batch.records)
+
+    def adopt(self, meta: dict) -> bool:
+        """Carry a corrupted journal's verified term and identity into this fresh one."""
+        try:
+            restored = _restored_from_meta(meta)
+        except CorruptJournal:
+            return False
+        batch = Batch(term=restored.term if restored.term != ZERO_TERM else None,
+                      identity=(restored.node_id, restored.priority) if restored.node_id else None)
+        if not batch:
+            return False
+        self.write(batch).result()
+        self._restored = restored
+        return True
+
+    def _forget_rows(self, task_ids: set[str]) -> None:
+        """Delete pruned tasks and keep their tombstones (the newest TOMBSTONES, as the core does)."""
+        db = self._db
+        db.executemany("DELETE FROM records WHERE task_id = ?", [(t,) for t in task_ids])
+        db.executemany("INSERT OR IGNORE INTO forgotten (task_id, crc) VALUES (?, ?)",
+                       [_tombstone_row(t) for t in task_ids])
+        db.execute("DELETE FROM forgotten WHERE n <= (SELECT max(n) FROM forgotten) - ?", (TOMBSTONES,))
 
     def close(self) -> None:
-        pass
+        """Write what is queued, shrink the WAL, close. Idempotent."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error:
+            pass  # closing anyway; the WAL is replayed at the next open
+        self._db.close()
 
 
-def open_store(data_dir: Path, durability: str) -> Store:
-    if durability == "memory":
-        return MemoryStore()
-    raise ValueError(f"unknown durability {durability!r}")
+# -- opening, and what to do with a corrupted journal ------------------------------------
+def open_store(data_dir: Path, durability: str) -> SqliteStore:
+    """Open DIR/journal.db; a corrupted one is reported in one line, moved aside and replaced."""
+    path = Path(data_dir) / JOURNAL_FILE
+    try:
+        return SqliteStore(path, durability)
+    except CorruptJournal as exc:
+        aside = _move_aside(path)
+        store = SqliteStore(path, durability)
+        kept = store.adopt(exc.salvaged)
+        store.corruption = (
+            f"journal {path} is corrupted ({exc.reason}); moved it to {aside.name} and starting "
+            f"empty{' (its term and identity verified and are kept)' if kept else ''}: "
+            "this node will recover the cluster's tasks from its peers")
+        log.error("%s", store.corruption)
+        return store
+
+
+def _move_aside(path: Path) -> Path:
+    """Rename the journal (and its WAL) to journal.db.corrupt-<timestamp> for a post-mortem."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    aside, n = path.with_name(f"{path.name}.corrupt-{stamp}"), 1
+    while aside.exists():
+        n += 1
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+    for suffix in ("", "-wal", "-shm"):
+        source = Path(f"{path}{suffix}")
+        if source.exists():
+            os.replace(source, f"{aside}{suffix}")
+    return aside
+
+
+def _checked_meta(meta: dict) -> dict:
+    """The meta values that have the right shapes (a term, an id with its priority)."""
+    ok = {}
+    term = meta.get("term")
+    if isinstance(term, list) and len(term) == 2 and isinstance(term[0], int) and isinstance(term[1], str):
+        ok["term"] = term
+    if isinstance(meta.get("node_id"), str) and isinstance(meta.get("priority"), int):
+        ok["node_id"], ok["priority"] = meta["node_id"], meta["priority"]
+    return ok
