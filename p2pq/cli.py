@@ -102,8 +102,9 @@ def _parse_peer(ctx, param, values):
 @click.option("--no-mdns", is_flag=True, help="Do not use mDNS discovery (rely on --peer and gossip).")
 @click.option("--mdns-interface", "mdns_interfaces", multiple=True, metavar="ADDR|NAME",
               help="Announce and browse only on this interface (repeatable; default: all).")
-@click.option("--priority", type=int, default=0, show_default=True,
-              help="Bully rank: the highest live node leads (ties: node id).")
+@click.option("--priority", type=int, default=None,
+              help="Bully rank: the highest live node leads (ties: node id). Default: the one this "
+                   "node's journal keeps, else 0.")
 @click.option("--slots", type=click.IntRange(0), default=None, help="Tasks run at once (default: CPU count).")
 @click.option("--replicas", type=click.IntRange(0), default=1, show_default=True,
               help="Followers holding every acknowledged task.")
@@ -113,13 +114,25 @@ def _parse_peer(ctx, param, values):
               help="Serve the HTTP API and dashboard on this port.")
 @click.option("--http-host", default="127.0.0.1", show_default=True,
               help="Address of the HTTP server (0.0.0.0 exposes it to the network).")
-@click.option("--node-id", default=None, help="Stable node id (default: HOSTNAME-PORT).")
+@click.option("--node-id", default=None,
+              help="Stable node id (default: the one this node's journal keeps, else HOSTNAME-PORT).")
+@click.option("--durability", type=click.Choice(["memory", "written", "fsync"]), default="written",
+              show_default=True,
+              help="When a task counts as held: memory = in the follower's memory (the journal is "
+                   "written in the background); written = in the journals of leader and follower "
+                   "(survives kill -9); fsync = flushed to disk on both (survives a power cut). "
+                   "See docs/durability.md.")
+@click.option("--retain-finished", type=click.IntRange(0), default=10_000, show_default=True,
+              help="Finished tasks kept; the oldest beyond this are pruned.")
+@click.option("--retain-finished-s", type=click.FloatRange(0, min_open=True), default=7 * 24 * 3600.0,
+              show_default=True, help="Seconds a finished task is kept before it is pruned.")
 @click.option("--heartbeat-ms", type=click.IntRange(10), default=200, show_default=True)
 @click.option("--failure-timeout-ms", type=click.IntRange(50), default=1000, show_default=True)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
 def node(cluster_dir, data_dir, host, port, advertise, peers, no_mdns, mdns_interfaces, priority, slots, replicas,
-         quorum, http_port, http_host, node_id, heartbeat_ms, failure_timeout_ms, log_level):
+         quorum, http_port, http_host, node_id, durability, retain_finished, retain_finished_s, heartbeat_ms,
+         failure_timeout_ms, log_level):
     """Run a node: join (or found) the cluster, hold the queue, run tasks.
 
     Start the same command on every machine. Nodes find each other by mDNS,
@@ -133,19 +146,22 @@ def node(cluster_dir, data_dir, host, port, advertise, peers, no_mdns, mdns_inte
     from .core.types import Config
     from .net.node import NodeSettings, run_node
     from .net.pki import PKIError
+    from .net.storage import StorageError
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         config = Config(heartbeat_interval_s=heartbeat_ms / 1000, failure_timeout_s=failure_timeout_ms / 1000,
-                        replicas=replicas, quorum=quorum, slots=slots if slots is not None else (_os.cpu_count() or 1))
+                        replicas=replicas, quorum=quorum, slots=slots if slots is not None else (_os.cpu_count() or 1),
+                        retain_finished=retain_finished, retain_finished_s=retain_finished_s)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     settings = NodeSettings(cluster_dir=_cluster_dir(cluster_dir), data_dir=data_dir, host=host, port=port,
                             advertise_host=advertise, peers=list(peers), mdns=not no_mdns, priority=priority,
                             mdns_interfaces=list(mdns_interfaces) or None,
-                            node_id=node_id, config=config, http_port=http_port, http_host=http_host)
+                            node_id=node_id, config=config, http_port=http_port, http_host=http_host,
+                            durability=durability)
     try:
         asyncio.run(run_node(settings))
-    except PKIError as exc:
+    except (PKIError, StorageError) as exc:
         raise UserError(str(exc)) from None
     except OSError as exc:
         raise UserError(f"cannot start the node: {exc}") from None

@@ -26,16 +26,16 @@ from pathlib import Path
 from typing import Any
 
 from p2pq import PROTOCOL_VERSION
-from p2pq.core.events import (ClientRequested, MessageReceived, Note, PeerDiscovered,
-                              PersistRecords, PersistTerm, Reply, RunTask, Send, SetTimer,
-                              ShutdownRequested, Started, StopTask, TaskCompleted, TimerFired)
+from p2pq.core.events import (ClientRequested, MessageReceived, Note, PeerDiscovered, Reply,
+                              RunTask, Send, SetTimer, ShutdownRequested, Started, StopTask,
+                              TaskCompleted, TimerFired)
 from p2pq.core.messages import CLIENT_REQUESTS, DecodeError, from_wire, to_wire
 from p2pq.core.node import NodeCore
 from p2pq.core.tasks import TaskSpec
 from p2pq.core.types import Config
 
 from .pki import ca_fingerprint, ensure_identity
-from .storage import Store, open_store
+from .storage import Restored, StorageError, Store, batch_of, open_store
 from .transport import ClientConnection, Transport
 
 log = logging.getLogger("p2pq.node")
@@ -54,12 +54,12 @@ class NodeSettings:
     peers: list[tuple[str, int]] = field(default_factory=list)
     mdns: bool = True
     mdns_interfaces: list[str] | None = None
-    priority: int = 0
+    priority: int | None = None  # None: the one the journal holds, else 0
     node_id: str | None = None
     config: Config = field(default_factory=Config)
     http_port: int | None = None
     http_host: str = "127.0.0.1"
-    durability: str = "memory"
+    durability: str = "written"  # memory | written | fsync: docs/durability.md
 
 
 def default_node_id(port: int) -> str:
@@ -100,6 +100,8 @@ class NodeRuntime:
         self.core: NodeCore | None = None
         self.transport: Transport | None = None
         self.store: Store | None = None
+        self.failure: StorageError | None = None  # set when the journal fails: the node stops
+        self.on_fatal = None  # called (no arguments) after `failure` is set
         self._events: list[Any] = []
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
@@ -120,11 +122,15 @@ class NodeRuntime:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = open_store(self.data_dir, s.durability)
         restored = self.store.load()
+        self._settle_identity(restored)
         identity = ensure_identity(s.cluster_dir, self.data_dir / "identity", self.node_id, "node")
         self.fingerprint = ca_fingerprint(s.cluster_dir)
         self.core = NodeCore(self.node_id, s.priority, s.config, random.Random(),
                              address=(self.advertise, s.port), restored_term=restored.term,
-                             restored_records=restored.records)
+                             restored_records=restored.records,
+                             restored_forgotten=restored.forgotten)
+        if self.store.corruption:
+            self._note("journal_corrupted", {"message": self.store.corruption})
         from p2pq.worker import Executor
         self.executor = Executor(s.config.slots)
         await self.executor.start()
@@ -146,6 +152,21 @@ class NodeRuntime:
             self.http = await start_http(self, s.http_host, s.http_port)
         log.info("node %s up on %s:%d (priority %d, %d slots)", self.node_id, self.advertise,
                  s.port, s.priority, s.config.slots)
+
+    def _settle_identity(self, restored: Restored) -> None:
+        """Flags win; without them a restarted node keeps the id and priority its journal holds."""
+        s = self.settings
+        if s.node_id is None and restored.node_id:
+            self.node_id = restored.node_id
+        if s.priority is None:
+            s.priority = restored.priority if restored.priority is not None else 0
+        stored = (restored.node_id, restored.priority)
+        if stored == (self.node_id, s.priority):
+            return
+        if restored.node_id is not None:
+            log.warning("the flags change this node's identity from %s (priority %s) to %s (priority %d);"
+                        " the journal now keeps the new one", *stored, self.node_id, s.priority)
+        self.store.save_identity(self.node_id, s.priority)
 
     async def _start_discovery(self) -> None:
         from .discovery import Discovery
@@ -206,9 +227,38 @@ class NodeRuntime:
             events, self._events = self._events, []
             try:
                 commands = self.core.handle_batch(events, time.time())
-                self._carry_out(commands)
             except Exception:  # a bug in one batch must not take the node down
                 log.exception("error while handling %d event(s)", len(events))
+                continue
+            try:
+                await self._persist(commands)
+            except Exception as exc:  # noqa: BLE001 -- any write failure stops the node
+                self._journal_failed(exc)
+                return
+            try:
+                self._carry_out(commands)
+            except Exception:
+                log.exception("error while carrying out %d command(s)", len(commands))
+
+    async def _persist(self, commands: list) -> None:
+        """Write the batch's durable state first, in one transaction: the group commit.
+
+        In `written` and `fsync` modes nothing of the batch (no Send, no Reply)
+        leaves before the commit (G1); the loop keeps receiving meanwhile, so
+        the next batch grows instead of paying its own commit per task.
+        """
+        batch = batch_of(commands)
+        if batch:
+            written = self.store.write(batch)
+            if self.store.waits or written.done():
+                await asyncio.wrap_future(written)
+
+    def _journal_failed(self, exc: BaseException) -> None:
+        self.failure = StorageError(f"cannot write the journal {self.store.path} ({exc}): this node "
+                                    "stops rather than acknowledge what it cannot keep")
+        log.critical("%s", self.failure)
+        if self.on_fatal is not None:
+            self.on_fatal()
 
     def _on_peer_message(self, peer_id: str, wire: dict) -> None:
         try:
@@ -254,7 +304,6 @@ class NodeRuntime:
 
     # -- commands out -------------------------------------------------------------------
     def _carry_out(self, commands: list) -> None:
-        records: list = []
         for command in commands:
             match command:
                 case Send(to, message):
@@ -272,11 +321,7 @@ class NodeRuntime:
                     self._runs[attempt_id] = self._spawn(self._run(task_id, attempt_id, spec), attempt_id)
                 case StopTask(_, attempt_id):
                     self.executor.cancel(attempt_id)
-                case PersistTerm(term):
-                    self.store.save_term(term)
-                case PersistRecords(batch):
-                    records.extend(batch)
-                    self.store.save_records(batch)
+                # PersistTerm, PersistRecords, ForgetRecords: written by _persist, before this
                 case Note(kind, detail):
                     self._note(kind, detail)
 
@@ -320,7 +365,11 @@ async def run_node(settings: NodeSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    runtime.on_fatal = stop.set
     print(f"p2pq node {runtime.node_id} listening on {runtime.advertise}:{settings.port}", flush=True)
     await stop.wait()
+    if runtime.failure is not None:  # the journal failed: stop as a crash would, say why
+        await runtime.close()
+        raise runtime.failure
     log.info("leaving the cluster")
     await runtime.leave()
