@@ -352,11 +352,11 @@ def measure_failover(run: Run, kills: int, log: Callable[[str], None]) -> Measur
 def _wait_rejoined(run: Run, index: int, since: float) -> float:
     node_id = run.cluster.nodes[index].node_id
 
-    def seen():
-        leader, _ = run.cluster.wait_leader([i for i in run.cluster.running_indexes() if i != index], 30)
-        members = run.cluster.view(leader)["members"]
-        return any(m["node"] == node_id and m["alive"] for m in members)
-    wait_for(seen, 60, f"{node_id} to rejoin", interval_s=0.02)
+    def seen_by_all():
+        others = [i for i in run.cluster.running_indexes() if i != index]
+        return all(any(m["node"] == node_id and m["alive"] for m in run.cluster.view(i)["members"])
+                   for i in others)
+    wait_for(seen_by_all, 60, f"every other node to see {node_id} alive again", interval_s=0.02)
     return time.time() - since
 
 

@@ -164,9 +164,13 @@ def test_paused_leader_is_fenced_when_it_wakes(make_run):
     late = [task for t, task, ack_term, _ in run.recorder.acks() if t >= resumed_at and ack_term == term]
     print(f"\n{len(late)} acknowledgment(s) under the old term arrived after the wake-up "
           "(all committed before the pause)")
-    # It ends as a member, or leads again only under a term above the one that replaced it.
+    # On waking it learns it was deposed and steps down from the old term ...
     woke = run.cluster.nodes[leader].node_id
-    for at, node, kind, detail in run.cluster.notes():
+    notes = run.cluster.notes()
+    assert any(node == woke and kind == "stepped_down" and detail["term"] == term and at >= resumed_at - 0.01
+               for at, node, kind, detail in notes), [n for n in notes if n[1] == woke]
+    # ... and ends as a member, or leads again only under a term above the one that replaced it.
+    for at, node, kind, detail in notes:
         if node == woke and kind == "leader_elected" and at >= resumed_at:
             assert term_key(detail["term"]) > term_key(new_term), detail
     assert_clean(verdict, run)
