@@ -57,6 +57,7 @@ class Run:
     seed: int = 0
     via: list[int] | None = None
     slots: int = 2
+    node_args: list[str] = field(default_factory=list)  # more `p2pq node` flags, e.g. --durability memory
     log: Callable[[str], None] = lambda text: None
     cluster: NetnsCluster | None = None
     recorder: Recorder = field(default_factory=Recorder)
@@ -74,7 +75,7 @@ class Run:
         self.close()
 
     def start(self, load: bool = True) -> Run:
-        self.cluster = NetnsCluster(self.size, slots=self.slots)
+        self.cluster = NetnsCluster(self.size, slots=self.slots, extra_args=list(self.node_args))
         t0 = time.monotonic()
         try:
             self.cluster.start(wait=False)
@@ -432,6 +433,8 @@ def print_table(title: str, rows: list[tuple[str, str]], problems: list[str]) ->
 @click.option("--rate", type=click.FloatRange(0, min_open=True), default=10.0, show_default=True,
               help="Submits a second.")
 @click.option("--faults", default=",".join(NEMESIS), show_default=True, help="Comma-separated fault kinds.")
+@click.option("--node-arg", "node_args", multiple=True, metavar="FLAG",
+              help="Pass a flag to every `p2pq node` (repeatable), e.g. --node-arg=--durability=memory.")
 @click.option("--measure", is_flag=True, help="Measure failover, catch-up and cold discovery instead.")
 @click.option("--kills", type=click.IntRange(1), default=20, show_default=True, help="With --measure.")
 @click.option("--cold-starts", type=click.IntRange(0), default=5, show_default=True, help="With --measure.")
@@ -439,7 +442,7 @@ def print_table(title: str, rows: list[tuple[str, str]], problems: list[str]) ->
               help="Also write the results as JSON here.")
 @click.option("--keep-logs", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Copy the nodes' logs here at the end.")
-def main(minutes, nodes, seed, rate, faults, measure, kills, cold_starts, json_path, keep_logs):
+def main(minutes, nodes, seed, rate, faults, node_args, measure, kills, cold_starts, json_path, keep_logs):
     """Random faults (kill -9, SIGSTOP, partitions) against real p2pq nodes in network namespaces."""
     reason = unavailable_reason()
     if reason:
@@ -455,7 +458,7 @@ def main(minutes, nodes, seed, rate, faults, measure, kills, cold_starts, json_p
         click.echo(f"rate lowered to {rate:.1f}/s so that no finished task is pruned before the check")
     log = lambda text: click.echo(text, err=True)  # noqa: E731
     click.echo(f"seed {seed}; {nodes} nodes; {'measure' if measure else f'{minutes:g} min of ' + ', '.join(names)}")
-    run = Run(size=nodes, rate_per_s=rate, seed=seed, log=log,
+    run = Run(size=nodes, rate_per_s=rate, seed=seed, log=log, node_args=list(node_args),
               via=[0, 1, 2] if measure else None)
     result: dict = {"seed": seed, "nodes": nodes}
     try:
