@@ -11,21 +11,34 @@ task table of the cluster:
                 faults; it is counted, never hidden);
 - recovered:    never acknowledged (the client gave up) yet finished anyway.
 
-Plus leadership: no term may have two leaders, and a term belongs to the
-node that won it (G3); and priority inversions (G4): a task started while a
-more urgent task, already acknowledged by the same leader in the same term
-and not in retry backoff, waited and started later.
+Leadership (G3): no term may have two leaders, and a term belongs to the
+node that won it. Two clocks of split brain: `multi_leader_s`, the time more
+than one node held the LEADER role (a minority leader in quorum mode still
+holds it, refusing submits), and `concurrent_ack_s`, the time two terms were
+both acknowledging submits, measured at the leaders from the moment each
+term acknowledged first to the moment it acknowledged last. `stale_acks`
+counts acknowledgments under a term older than one that already
+acknowledged. In quorum mode both must be zero.
+
+Availability: `failover_s`, per fault that deposed a leader, the time until
+a newer term acknowledged a submit (L1); unavailability windows, the union
+of the intervals in which a client waited longer than UNAVAILABLE_AFTER_S
+for an acknowledgment. Priority inversions (G4): a task started while a more
+urgent task, acknowledged by the same leader in the same term, waited and
+started later.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
-from typing import Iterable
 
 from p2pq.core.tasks import SUCCEEDED, TaskRecord
 
 from .history import History
+
+UNAVAILABLE_AFTER_S = 0.5  # a healthy submit takes milliseconds; half a second is an outage
 
 
 @dataclass(slots=True)
@@ -38,9 +51,21 @@ class Report:
     recovered: int = 0
     executions: int = 0
     refused: int = 0
+    gave_up: int = 0
     terms: int = 0
     leaders_per_term_max: int = 0
     priority_inversions: int = 0
+    multi_leader_s: float = 0.0
+    concurrent_ack_s: float = 0.0
+    stale_acks: int = 0
+    failover_s: list[float] = field(default_factory=list)
+    failovers_unfinished: int = 0
+    unavailable_s: float = 0.0
+    unavailable_windows: int = 0
+    latency_p50_s: float | None = None
+    latency_p99_s: float | None = None
+    refused_by_code: dict[str, int] = field(default_factory=dict)
+    messages: dict[str, int] = field(default_factory=dict)
     lost_ids: list[str] = field(default_factory=list)
     unexpected_ids: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
@@ -53,10 +78,26 @@ class Report:
         return asdict(self)
 
 
-def check(history: History, final: dict[str, TaskRecord], *, check_inversions: bool = True) -> Report:
+def check(history: History, final: dict[str, TaskRecord], *, quorum: bool = False,
+          messages: dict[str, int] | None = None, check_inversions: bool = True) -> Report:
     """Judge one run; `final` is the task table of the cluster's leader after the drain."""
-    r = Report(attempted=len(history.ops), refused=len(history.refusals),
-               executions=len(history.executions))
+    r = Report(attempted=len(history.ops), executions=len(history.executions),
+               messages=dict(sorted((messages or {}).items())))
+    _count_tasks(history, final, r)
+    _count_refusals(history, r)
+    _check_leaders(history, r)
+    _check_acks(history, r, quorum)
+    _measure_availability(history, r)
+    if check_inversions:
+        r.priority_inversions = count_inversions(history)
+    if r.lost:
+        r.problems.append(f"lost {r.lost} acknowledged task(s): {', '.join(r.lost_ids[:5])}")
+    if r.unexpected:
+        r.problems.append(f"{r.unexpected} unexpected task(s): {', '.join(r.unexpected_ids[:5])}")
+    return r
+
+
+def _count_tasks(history: History, final: dict[str, TaskRecord], r: Report) -> None:
     acked = {t for t, op in history.ops.items() if op.acked_at is not None}
     r.acknowledged = len(acked)
     r.lost_ids = sorted(t for t in acked if t not in final or not final[t].state.terminal)
@@ -71,14 +112,15 @@ def check(history: History, final: dict[str, TaskRecord], *, check_inversions: b
         if e.outcome == SUCCEEDED:
             successes[e.task_id] += 1
     r.duplicated = sum(1 for n in successes.values() if n > 1)
-    _check_leaders(history, r)
-    if check_inversions:
-        r.priority_inversions = count_inversions(history)
-    if r.lost:
-        r.problems.append(f"lost {r.lost} acknowledged task(s): {', '.join(r.lost_ids[:5])}")
-    if r.unexpected:
-        r.problems.append(f"{r.unexpected} unexpected task(s): {', '.join(r.unexpected_ids[:5])}")
-    return r
+
+
+def _count_refusals(history: History, r: Report) -> None:
+    codes: dict[str, int] = defaultdict(int)
+    for _, code in history.refusals:
+        codes[code] += 1
+    r.refused_by_code = dict(sorted(codes.items()))
+    r.gave_up = codes.get("gave_up", 0)
+    r.refused = sum(codes.values()) - r.gave_up
 
 
 def _check_leaders(history: History, r: Report) -> None:
@@ -94,27 +136,105 @@ def _check_leaders(history: History, r: Report) -> None:
     for term, nodes in leaders.items():
         if len(nodes) > 1:
             r.problems.append(f"term {term} had {len(nodes)} leaders: {sorted(nodes)}")
+    spans = [(lead.start_s, lead.end_s) for lead in history.leaderships if lead.end_s is not None]
+    r.multi_leader_s = round(overlap_s(spans), 6)
+
+
+def _check_acks(history: History, r: Report, quorum: bool) -> None:
+    """G3 in quorum mode: never two terms acknowledging at once, never an old term after a new one."""
+    spans: dict[str, list[float]] = {}
+    newest: tuple | None = None
+    for at, _, term in history.acks_issued:
+        span = spans.setdefault(term, [at, at])
+        span[1] = at
+        key = parse_term(term)
+        if newest is not None and key < newest:
+            r.stale_acks += 1
+        newest = key if newest is None else max(newest, key)
+    r.concurrent_ack_s = round(overlap_s([(a, b) for a, b in spans.values()]), 6)
+    if quorum and (r.stale_acks or r.concurrent_ack_s > 0):
+        r.problems.append(f"quorum mode: two leaders acknowledged at once ({r.concurrent_ack_s:.3f} s "
+                          f"of overlap, {r.stale_acks} acknowledgment(s) under an older term)")
+
+
+def _measure_availability(history: History, r: Report) -> None:
+    waits, latencies = [], []
+    for op in history.ops.values():
+        end = op.acked_at if op.acked_at is not None else op.gave_up_at
+        if op.acked_at is not None:
+            latencies.append(op.acked_at - op.invoked_at)
+        if end is not None and end - op.invoked_at > UNAVAILABLE_AFTER_S:
+            waits.append((op.invoked_at, end))
+    windows = union(waits)
+    r.unavailable_windows = len(windows)
+    r.unavailable_s = round(sum(b - a for a, b in windows), 6)
+    if latencies:
+        latencies.sort()
+        r.latency_p50_s = round(percentile(latencies, 50), 6)
+        r.latency_p99_s = round(percentile(latencies, 99), 6)
+    r.failover_s, r.failovers_unfinished = failover_times(history)
+
+
+def failover_times(history: History) -> tuple[list[float], int]:
+    """Per deposed leader: seconds until a newer term acknowledged a submit (L1)."""
+    acks = [(at, parse_term(term)) for at, _, term in history.acks_issued]
+    times, unfinished = [], 0
+    for at, _, term in history.leader_losses:
+        old = parse_term(term)
+        first = next((t for t, key in acks if t >= at and key > old), None)
+        if first is None:
+            unfinished += 1
+        else:
+            times.append(round(first - at, 6))
+    return times, unfinished
 
 
 def count_inversions(history: History) -> int:
-    """Starts of a less urgent task while a more urgent acknowledged one waited (same leader term)."""
-    first_start: dict[str, float] = {}
-    for e in sorted(history.executions.values(), key=lambda e: e.dispatched_at):
-        first_start.setdefault(e.task_id, e.dispatched_at)
-    acked = [(op.acked_at, op.priority, op.task_id, op.ack_term) for op in history.ops.values()
-             if op.acked_at is not None and op.task_id in first_start]
-    inversions = 0
-    for e in history.executions.values():
-        op = history.ops.get(e.task_id)
-        term = _attempt_term(e.attempt_id)
-        if op is None or first_start[e.task_id] != e.dispatched_at:
+    """First dispatches of a less urgent task while a more urgent acknowledged one waited (same term).
+
+    Dispatches are what the world saw leave the leader (a Dispatch message,
+    or a task the leader ran itself), including those that never started.
+    A sweep over time per term: an acknowledged task waits from its
+    acknowledgment to its first dispatch; each first dispatch asks whether
+    a more urgent task was waiting. At equal times, departures come before
+    questions and questions before arrivals, so a batch dispatched in one
+    step in priority order is not an inversion.
+    """
+    first = {task: (at, _attempt_term(attempt)) for task, (at, attempt) in history.first_dispatch.items()}
+    events: dict[str, list[tuple[float, int, int, str]]] = defaultdict(list)
+    for op in history.ops.values():
+        if op.task_id not in first:
             continue
-        for acked_at, priority, task_id, ack_term in acked:
-            if (priority < op.priority and ack_term == term and acked_at < e.dispatched_at
-                    and first_start[task_id] > e.dispatched_at):
+        started_at, term = first[op.task_id]
+        events[term].append((started_at, 1, op.priority, op.task_id))
+        if op.acked_at is not None:  # it waits in the queue of the term that acknowledged it
+            events[op.ack_term].append((op.acked_at, 2, op.priority, op.task_id))
+            events[op.ack_term].append((started_at, 0, op.priority, op.task_id))
+    return sum(_inversions_in_term(evs) for evs in events.values())
+
+
+def _inversions_in_term(events: list[tuple[float, int, int, str]]) -> int:
+    waiting: list[tuple[int, str]] = []
+    gone: set[str] = set()
+    inversions = 0
+    for _, kind, priority, task_id in sorted(events):
+        if kind == 0:
+            gone.add(task_id)
+        elif kind == 2:
+            heapq.heappush(waiting, (priority, task_id))
+        else:
+            while waiting and waiting[0][1] in gone:
+                heapq.heappop(waiting)
+            if waiting and waiting[0][0] < priority:
                 inversions += 1
-                break
     return inversions
+
+
+# -- small helpers ---------------------------------------------------------------------
+def parse_term(text: str) -> tuple[int, str]:
+    """'7@n3' -> (7, 'n3'), ordered the way p2pq.core.types.Term is."""
+    number, _, node = text.partition("@")
+    return int(number or 0), node
 
 
 def _attempt_term(attempt_id: str) -> str:
@@ -122,15 +242,31 @@ def _attempt_term(attempt_id: str) -> str:
     return f"{number}@{rest.rsplit('.', 1)[0]}"
 
 
-def merge_reports(reports: Iterable[Report]) -> dict:
-    """Sum a sweep of runs into one table."""
-    total: dict = defaultdict(int)
-    failing = 0
-    for rep in reports:
-        for key in ("attempted", "acknowledged", "lost", "unexpected", "duplicated", "recovered",
-                    "executions", "refused", "terms", "priority_inversions"):
-            total[key] += getattr(rep, key)
-        total["leaders_per_term_max"] = max(total["leaders_per_term_max"], rep.leaders_per_term_max)
-        failing += 0 if rep.ok else 1
-    total["failing_runs"] = failing
-    return dict(total)
+def union(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Merge overlapping intervals."""
+    out: list[list[float]] = []
+    for a, b in sorted(spans):
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return [(a, b) for a, b in out]
+
+
+def overlap_s(spans: list[tuple[float, float]]) -> float:
+    """Total time covered by at least two of the intervals."""
+    edges = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans])
+    total, depth, last = 0.0, 0, 0.0
+    for at, step in edges:
+        if depth >= 2:
+            total += at - last
+        depth += step
+        last = at
+    return total
+
+
+def percentile(sorted_values: list[float], p: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    index = min(len(sorted_values) - 1, max(0, round(p / 100 * (len(sorted_values) - 1))))
+    return sorted_values[index]

@@ -1,12 +1,20 @@
 """A deterministic world for NodeCore: virtual clock, network, disks, executors.
 
-Everything happens in one event heap ordered by (time, sequence). The only
-source of chance is the world's ``random.Random(seed)`` (and one per node,
-seeded from it), so a seed replays a run exactly; ``trace_hash`` proves it.
+Everything happens in one event heap ordered by (time, sequence). Chance
+comes only from ``random.Random`` streams derived from the seed (one for the
+network, one for faults, one for clients, one per node incarnation), so a
+seed replays a run exactly and ``trace_hash`` proves it. Separate streams
+keep, say, a change in the workload from shifting every fault of a seed.
 
-The network is a networkx graph over node ids: a message goes from a to b
-only while the edge (a, b) exists, both nodes run, and the link does not
-drop it. Partitions remove edges; heal restores the full graph.
+The network is a directed networkx graph over node ids: a message goes from
+a to b only while the edge a -> b exists and b runs. Partitions remove
+edges (one-way partitions remove one direction); heal restores the full
+graph. Each directed link may carry its own LinkModel (latency, loss,
+duplication, reordering).
+
+Performance matters (sweeps run thousands of seeds), so the hot path avoids
+repr, string dispatch and networkx lookups: heap entries carry the bound
+method to call, and the set of live edges is cached on every topology change.
 """
 
 from __future__ import annotations
@@ -22,34 +30,31 @@ import networkx as nx
 from p2pq.core.events import (ClientRequested, MessageReceived, Note, PeerDiscovered, PersistRecords,
                               PersistTerm, Reply, RunTask, Send, SetTimer, Started, StopTask,
                               TaskCompleted, TimerFired)
+from p2pq.core.messages import Dispatch, ForwardReply
 from p2pq.core.node import NodeCore
 from p2pq.core.tasks import CANCELLED, SUCCEEDED, TaskRecord
-from p2pq.core.types import ZERO_TERM, Config, Term
+from p2pq.core.types import ZERO_TERM, Config, Role, Term
 
-from .history import History
+from .history import History, Leadership
+from .links import LAN, LinkModel
 
-
-@dataclass(slots=True)
-class LinkModel:
-    """Per-message latency in seconds, plus loss, duplication and reordering."""
-
-    latency_s: Callable[[random.Random], float] = lambda r: r.uniform(0.0005, 0.002)
-    drop: float = 0.0
-    duplicate: float = 0.0
-    reorder: bool = False
+_LEADER = Role.LEADER
+_TRACE_CHUNK = 4096  # trace entries hashed at a time, to bound memory on long runs
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class SimNode:
-    core: NodeCore
+    id: str
     priority: int
+    core: NodeCore
     alive: bool = True
     paused: bool = False
     incarnation: int = 0
     timers: dict[str, float] = field(default_factory=dict)
     disk_term: Term = ZERO_TERM
     disk_records: dict[str, TaskRecord] = field(default_factory=dict)
-    inbox: list = field(default_factory=list)  # events held while paused
+    inbox: list = field(default_factory=list)   # events (timers as tuples) held while paused
+    leadership: Leadership | None = None        # the LEADER interval now open
 
 
 class World:
@@ -58,50 +63,67 @@ class World:
     def __init__(self, n_nodes: int, seed: int, config: Config | None = None, *,
                  link: LinkModel | None = None, graph: nx.Graph | None = None,
                  task_duration_s: float = 0.05, record_messages: bool = True,
-                 discovery: str = "full") -> None:
+                 discovery: str = "full", priorities: list[int] | None = None,
+                 boot_spread_s: float = 0.2) -> None:
         self.seed = seed
         self.discovery = discovery  # "full" (mDNS finds all) or "seed" (everyone knows only n1)
-        self.rng = random.Random(seed)
+        self.rng = random.Random(f"{seed}:faults")
+        self.rng_net = random.Random(f"{seed}:net")
+        self.rng_clients = random.Random(f"{seed}:clients")
         self.config = config or Config()
-        self.link = link or LinkModel()
+        self.link = link or LAN
+        self.links: dict[tuple[str, str], LinkModel] = {}
         self.task_duration_s = task_duration_s
+        self.record_messages = record_messages
         self.now = 0.0
-        self._heap: list[tuple[float, int, str, tuple]] = []
+        self.fault_end_s = float("inf")  # set by the runner: when faults must be over
+        self.at_heal: list[Callable[[], None]] = []  # undos of faults held until the final heal
+        self.keep_crashed_down = False  # set at the final heal of a run with restart_at_heal=False
+        self._heap: list[tuple[float, int, Callable, tuple]] = []
         self._seq = 0
-        self._trace = hashlib.sha256()
+        self._trace: list[tuple] = []
+        self._trace_digest = hashlib.sha256()
         self._last_delivery: dict[tuple[str, str], float] = {}
         self.ids = [f"n{i + 1}" for i in range(n_nodes)]
-        self.full_graph = graph if graph is not None else nx.complete_graph(self.ids)
+        base = graph if graph is not None else nx.complete_graph(self.ids)
+        self.full_graph = base.to_directed() if not base.is_directed() else base.copy()
         self.graph = self.full_graph.copy()
+        self._up: set[tuple[str, str]] = set(self.graph.edges)
         self.history = History()
         self.messages_by_type: dict[str, int] = {}
-        self.record_messages = record_messages
-        self.nodes: dict[str, SimNode] = {}
-        self._request_ids = 0
         self.client_waiting: dict[tuple[str, int], Callable[[dict], None]] = {}
-        for i, node_id in enumerate(self.ids):
-            self.nodes[node_id] = SimNode(self._new_core(node_id, i + 1), priority=i + 1)
-        for node_id in self.ids:
-            self._boot(node_id)
+        self._request_ids = 0
+        self._do = {Send: self._do_send, SetTimer: self._do_timer, Reply: self._do_reply,
+                    RunTask: self._do_run, StopTask: self._do_stop, PersistTerm: self._do_persist_term,
+                    PersistRecords: self._do_persist_records, Note: self._do_note}
+        ranks = priorities or list(range(1, n_nodes + 1))
+        self.nodes: dict[str, SimNode] = {}
+        # Machines are switched on at slightly different moments, so their
+        # heartbeat ticks are out of phase, as in a real room; booting all at
+        # t=0 would make every failure detector fire in lockstep.
+        boot = random.Random(f"{seed}:boot")
+        for node_id, priority in zip(self.ids, ranks):
+            node = SimNode(node_id, priority, self._new_core(node_id, priority, 0), alive=False)
+            self.nodes[node_id] = node
+            self._schedule(boot.uniform(0.0, boot_spread_s), self._power_on, (node,))
 
     # -- scheduling ---------------------------------------------------------------
-    def _schedule(self, at: float, kind: str, args: tuple) -> None:
+    def _schedule(self, at: float, fn: Callable, args: tuple) -> None:
         self._seq += 1
-        heapq.heappush(self._heap, (at, self._seq, kind, args))
+        heapq.heappush(self._heap, (at, self._seq, fn, args))
 
     def call_at(self, at: float, fn: Callable[[], None]) -> None:
         """Run `fn` (a fault, a client action) at virtual time `at`."""
-        self._schedule(at, "call", (fn,))
+        self._schedule(max(at, self.now), fn, ())
 
     def run_until(self, t: float) -> None:
-        while self._heap and self._heap[0][0] <= t:
-            at, _, kind, args = heapq.heappop(self._heap)
+        heap, pop = self._heap, heapq.heappop
+        while heap and heap[0][0] <= t:
+            at, _, fn, args = pop(heap)
             self.now = at
-            if kind == "call":
-                args[0]()
-            else:
-                self._deliver(kind, args)
-        self.now = max(self.now, t)
+            fn(*args)
+        if t > self.now:
+            self.now = t
 
     def run_while(self, condition: Callable[[], bool], deadline: float, step_s: float = 0.1) -> bool:
         """Advance time until `condition()` is false or `deadline`; True if it became false."""
@@ -113,32 +135,40 @@ class World:
 
     @property
     def trace_hash(self) -> str:
-        return self._trace.hexdigest()[:16]
+        """A fingerprint of every step: time, node, what it handled, how much it said."""
+        digest = self._trace_digest.copy()
+        digest.update(repr(self._trace).encode())
+        return digest.hexdigest()[:16]
 
     # -- node lifecycle ------------------------------------------------------------------
-    def _new_core(self, node_id: str, priority: int, node: SimNode | None = None) -> NodeCore:
-        rng = random.Random(self.rng.getrandbits(64))
+    def _new_core(self, node_id: str, priority: int, incarnation: int,
+                  node: SimNode | None = None) -> NodeCore:
+        rng = random.Random(f"{self.seed}:core:{node_id}:{incarnation}")
         if node is None:
             return NodeCore(node_id, priority, self.config, rng)
         return NodeCore(node_id, priority, self.config, rng, restored_term=node.disk_term,
                         restored_records=tuple(node.disk_records.values()))
 
-    def _boot(self, node_id: str) -> None:
-        node = self.nodes[node_id]
-        self._feed(node_id, Started())
+    def _power_on(self, node: SimNode) -> None:
+        node.alive = True
+        self._boot(node)
+
+    def _boot(self, node: SimNode) -> None:
+        self._feed(node, Started())
         if self.discovery == "full":  # mDNS finds every node on the LAN
-            others = [o for o in self.ids if o != node_id]
+            others = [o for o in self.ids if o != node.id]
         else:  # --peer n1 on every node: the rest must come from gossip
-            others = [self.ids[0]] if node_id != self.ids[0] else []
+            others = [self.ids[0]] if node.id != self.ids[0] else []
         for other in others:
-            self._feed(node_id, PeerDiscovered(other, self.nodes[other].priority))
+            self._feed(node, PeerDiscovered(other, self.nodes[other].priority))
 
     def crash(self, node_id: str) -> None:
+        """kill -9: the process and its timers vanish; its disk stays."""
         node = self.nodes[node_id]
         if not node.alive:
             return
-        node.alive = False
-        node.paused = False
+        self._end_leadership(node)
+        node.alive = node.paused = False
         node.inbox.clear()
         node.incarnation += 1
         node.timers.clear()
@@ -150,126 +180,207 @@ class World:
             return
         if not keep_disk:
             node.disk_term, node.disk_records = ZERO_TERM, {}
-        node.core = self._new_core(node_id, node.priority, node)
+        node.core = self._new_core(node_id, node.priority, node.incarnation, node)
         node.alive = True
         self.history.fault(self.now, "restart", node_id)
-        self._boot(node_id)
+        self._boot(node)
 
     def pause(self, node_id: str) -> None:
-        self.nodes[node_id].paused = True
-        self.history.fault(self.now, "pause", node_id)
+        """SIGSTOP: the node hears nothing and says nothing until resumed; it keeps its state."""
+        node = self.nodes[node_id]
+        if node.alive and not node.paused:
+            node.paused = True
+            self.history.fault(self.now, "pause", node_id)
 
     def resume(self, node_id: str) -> None:
+        """SIGCONT: what arrived meanwhile is handled now, late, in one batch (a stale leader wakes).
+
+        One batch, because that is what the runtime's pump does with every
+        event that queued up while the process stood still.
+        """
         node = self.nodes[node_id]
+        if not node.paused:
+            return
         node.paused = False
         self.history.fault(self.now, "resume", node_id)
         held, node.inbox = node.inbox, []
-        for kind, args in held:
-            self._deliver(kind, args)
+        events = []
+        for item in held:
+            if type(item) is tuple:  # a timer that came due: still the live one?
+                _, name, at_s = item
+                if node.timers.get(name) == at_s:
+                    del node.timers[name]
+                    events.append(TimerFired(name))
+            else:
+                events.append(item)
+        if events:
+            self._step(node, events, f"resume:{len(events)}")
 
+    # -- the network -----------------------------------------------------------------------
     def partition(self, *groups: list[str]) -> None:
-        """Cut every link between different groups."""
+        """Cut every link between different groups (a node in no group is cut off from all)."""
         side = {n: i for i, g in enumerate(groups) for n in g}
-        for a, b in list(self.graph.edges):
-            if side.get(a, -1) != side.get(b, -2):
-                self.graph.remove_edge(a, b)
-        self.history.fault(self.now, "partition", [list(g) for g in groups])
+        self.graph.remove_edges_from([(a, b) for a, b in self.graph.edges
+                                      if side.get(a, -1) != side.get(b, -2)])
+        self._topology_changed("partition", [list(g) for g in groups])
 
-    def cut(self, a: str, b: str) -> None:
-        if self.graph.has_edge(a, b):
-            self.graph.remove_edge(a, b)
+    def cut(self, a: str, b: str, both_ways: bool = True) -> None:
+        """Cut a -> b (and b -> a unless `both_ways` is False: a one-way partition)."""
+        pairs = [(a, b), (b, a)] if both_ways else [(a, b)]
+        self.graph.remove_edges_from([p for p in pairs if self.graph.has_edge(*p)])
+        self._topology_changed("cut", [a, b] if both_ways else f"{a}->{b}")
+
+    def set_topology(self, graph: nx.DiGraph, label: str = "topology") -> None:
+        """Replace the network by `graph` (directed; an undirected graph means both ways)."""
+        self.graph = graph.to_directed() if not graph.is_directed() else graph.copy()
+        self.graph.add_nodes_from(self.ids)
+        self._topology_changed(label, sorted(self.graph.edges))
 
     def heal(self) -> None:
+        """Every partition ends (link faults are separate: see heal_links)."""
         self.graph = self.full_graph.copy()
-        self.history.fault(self.now, "heal", None)
+        self._topology_changed("heal", None)
+
+    def set_link(self, model: LinkModel, edges: list[tuple[str, str]] | None = None) -> None:
+        """Links `edges` (default: all) behave like `model` until heal_links()."""
+        for edge in edges if edges is not None else list(self.full_graph.edges):
+            self.links[edge] = model
+        self.history.fault(self.now, "links", repr(model))
+
+    def heal_links(self) -> None:
+        self.links = {}
+        self.history.fault(self.now, "heal_links", None)
 
     def link_up(self, a: str, b: str) -> bool:
-        return self.graph.has_edge(a, b)
+        return (a, b) in self._up
+
+    def _topology_changed(self, kind: str, arg: Any) -> None:
+        self._up = set(self.graph.edges)
+        self.history.fault(self.now, kind, arg)
 
     # -- delivering events ---------------------------------------------------------------
-    def _feed(self, node_id: str, event: Any) -> None:
-        node = self.nodes[node_id]
+    def _feed(self, node: SimNode, event: Any) -> None:
         if not node.alive:
             return
         if node.paused:
-            node.inbox.append(("event", (node_id, node.incarnation, event)))
+            node.inbox.append(event)
             return
-        self._trace.update(f"{self.now:.6f} {node_id} {event!r}".encode())
-        commands = node.core.handle(event, self.now)
-        self._carry_out(node_id, node, commands)
+        kind = event.message.TYPE if type(event) is MessageReceived else type(event).__name__
+        self._step(node, (event,), kind)
 
-    def _deliver(self, kind: str, args: tuple) -> None:
-        node_id, incarnation, event = args[:3]
-        node = self.nodes[node_id]
-        if not node.alive or node.incarnation != incarnation:
-            return
-        if kind == "timer":
-            if node.timers.get(event.name) != args[3]:
-                return  # replaced by a later SetTimer
-            if node.paused:
-                node.inbox.append((kind, args))
-                return
-            del node.timers[event.name]
-        self._feed(node_id, event)
-
-    def _carry_out(self, node_id: str, node: SimNode, commands: list) -> None:
+    def _step(self, node: SimNode, events: tuple | list, kind: str) -> None:
+        """One turn of the node's pump: the core handles `events`, the world carries out the commands."""
+        commands = node.core.handle_batch(events, self.now)
+        self._trace.append((self.now, node.id, kind, len(commands)))
+        if len(self._trace) >= _TRACE_CHUNK:
+            self._trace_digest.update(repr(self._trace).encode())
+            self._trace = []
+        do = self._do
         for command in commands:
-            match command:
-                case Send(to, message):
-                    self._send(node_id, to, message)
-                case SetTimer(name, at_s):
-                    node.timers[name] = at_s
-                    self._schedule(at_s, "timer", (node_id, node.incarnation, TimerFired(name), at_s))
-                case Reply(request_id, body):
-                    callback = self.client_waiting.pop((node_id, request_id), None)
-                    if callback is not None:
-                        callback(body)
-                case RunTask(task_id, attempt_id, spec):
-                    self._run_task(node_id, node, task_id, attempt_id, spec)
-                case StopTask(task_id, attempt_id):
-                    self.history.execution_end(attempt_id, self.now, CANCELLED)
-                    self._schedule(self.now, "event", (node_id, node.incarnation, TaskCompleted(
-                        task_id, attempt_id, CANCELLED, None, self.now)))
-                case PersistTerm(term):
-                    node.disk_term = max(node.disk_term, term)
-                case PersistRecords(records):
-                    for r in records:
-                        node.disk_records[r.task_id] = r
-                case Note(kind, detail):
-                    self.history.note(self.now, node_id, kind, detail)
+            do[type(command)](node, command)
+        if (node.core.role is _LEADER) is not (node.leadership is not None):
+            self._leadership_changed(node)
 
-    def _send(self, src: str, dst: str, message: Any) -> None:
-        if self.record_messages:
-            t = message.TYPE
-            self.messages_by_type[t] = self.messages_by_type.get(t, 0) + 1
+    def _feed_if(self, node: SimNode, incarnation: int, event: Any) -> None:
+        """Deliver `event` unless the node died (or died and came back) since it was sent."""
+        if node.incarnation == incarnation:
+            self._feed(node, event)
+
+    def _timer(self, node: SimNode, incarnation: int, name: str, at_s: float) -> None:
+        if node.incarnation != incarnation or node.timers.get(name) != at_s:
+            return  # the node restarted, or a later SetTimer replaced this one
+        if node.paused:
+            node.inbox.append(("timer", name, at_s))
+            return
+        del node.timers[name]
+        self._feed(node, TimerFired(name))
+
+    def _leadership_changed(self, node: SimNode) -> None:
+        if node.core.role is _LEADER:
+            node.leadership = Leadership(node.id, str(node.core.term), self.now)
+            self.history.leaderships.append(node.leadership)
+        else:
+            self._end_leadership(node)
+
+    def _end_leadership(self, node: SimNode) -> None:
+        if node.leadership is not None:
+            node.leadership.end_s = self.now
+            node.leadership = None
+
+    # -- carrying out commands ---------------------------------------------------------
+    def _do_send(self, node: SimNode, command: Send) -> None:
+        message, dst = command.message, command.to
+        kind = message.TYPE
+        self.messages_by_type[kind] = self.messages_by_type.get(kind, 0) + 1
+        if type(message) is ForwardReply:
+            self._observe_ack(node, message.body)
+        elif type(message) is Dispatch:
+            self.history.dispatch(message.record.task_id, message.attempt_id, self.now)
         target = self.nodes.get(dst)
-        if target is None or not self.graph.has_edge(src, dst):
+        if target is None or not target.alive or (node.id, dst) not in self._up:
+            return  # refused, or lost in the partition
+        link = self.links.get((node.id, dst), self.link)
+        rng = self.rng_net
+        if link.drop and rng.random() < link.drop:
             return
-        if self.link.drop and self.rng.random() < self.link.drop:
-            return
-        copies = 2 if self.link.duplicate and self.rng.random() < self.link.duplicate else 1
+        copies = 2 if link.duplicate and rng.random() < link.duplicate else 1
+        event = MessageReceived(node.id, message)
         for _ in range(copies):
-            at = self.now + self.link.latency_s(self.rng)
-            if not self.link.reorder:  # TCP: one connection per direction keeps order
-                at = max(at, self._last_delivery.get((src, dst), 0.0))
-                self._last_delivery[(src, dst)] = at
-            self._schedule(at, "event", (dst, target.incarnation, MessageReceived(src, message)))
+            at = self.now + link.latency(rng)
+            if not link.reorder:  # TCP: one connection per direction keeps order
+                key = (node.id, dst)
+                at = max(at, self._last_delivery.get(key, 0.0))
+                self._last_delivery[key] = at
+            self._schedule(at, self._feed_if, (target, target.incarnation, event))
 
-    def _run_task(self, node_id: str, node: SimNode, task_id: str, attempt_id: str, spec) -> None:
+    def _do_timer(self, node: SimNode, command: SetTimer) -> None:
+        node.timers[command.name] = command.at_s
+        self._schedule(command.at_s, self._timer, (node, node.incarnation, command.name, command.at_s))
+
+    def _do_reply(self, node: SimNode, command: Reply) -> None:
+        self._observe_ack(node, command.body)
+        callback = self.client_waiting.pop((node.id, command.request_id), None)
+        if callback is not None:
+            callback(command.body)
+
+    def _observe_ack(self, node: SimNode, body: dict) -> None:
+        """The leader's own acknowledgment of a submit (not a relay of it by another node)."""
+        if body.get("ok") and body.get("leader") == node.id and "ids" in body:
+            self.history.ack_issued(self.now, node.id, body.get("term", ""))
+
+    def _do_run(self, node: SimNode, command: RunTask) -> None:
+        spec = command.spec
         duration = float(spec.args[0]) if spec.target == "sleep" and spec.args else self.task_duration_s
-        record = node.core.executing.get(attempt_id)
-        dispatched_at = record.attempt(attempt_id).started_at if record else self.now
-        self.history.execution_start(task_id, attempt_id, node_id, self.now, dispatched_at)
+        record = node.core.executing.get(command.attempt_id)
+        attempt = record.attempt(command.attempt_id) if record else None
+        dispatched_at = attempt.started_at if attempt else self.now
+        self.history.execution_start(command.task_id, command.attempt_id, node.id, self.now, dispatched_at)
+        self._schedule(self.now + duration, self._task_done,
+                       (node, node.incarnation, command.task_id, command.attempt_id))
 
-        def done() -> None:
-            if node.alive and node.incarnation == incarnation and not self.history.execution_ended(attempt_id):
-                self.history.execution_end(attempt_id, self.now, SUCCEEDED)
-                self._feed(node_id, TaskCompleted(task_id, attempt_id, SUCCEEDED, {"value": None}, self.now))
+    def _task_done(self, node: SimNode, incarnation: int, task_id: str, attempt_id: str) -> None:
+        # A worker process dies with its node; a cancelled one has already ended.
+        if node.alive and node.incarnation == incarnation and not self.history.execution_ended(attempt_id):
+            self.history.execution_end(attempt_id, self.now, SUCCEEDED)
+            self._feed(node, TaskCompleted(task_id, attempt_id, SUCCEEDED, {"value": None}, self.now))
 
-        incarnation = node.incarnation
-        self.call_at(self.now + duration, done)
+    def _do_stop(self, node: SimNode, command: StopTask) -> None:
+        self.history.execution_end(command.attempt_id, self.now, CANCELLED)
+        event = TaskCompleted(command.task_id, command.attempt_id, CANCELLED, None, self.now)
+        self._schedule(self.now, self._feed_if, (node, node.incarnation, event))
 
-    # -- clients ---------------------------------------------------------------------------
+    def _do_persist_term(self, node: SimNode, command: PersistTerm) -> None:
+        node.disk_term = max(node.disk_term, command.term)
+
+    def _do_persist_records(self, node: SimNode, command: PersistRecords) -> None:
+        disk = node.disk_records
+        for record in command.records:
+            disk[record.task_id] = record
+
+    def _do_note(self, node: SimNode, command: Note) -> None:
+        self.history.note(self.now, node.id, command.kind, command.detail)
+
+    # -- clients and observers ---------------------------------------------------------------
     def request(self, via: str, request: Any, on_reply: Callable[[dict], None]) -> bool:
         """A client asks node `via`; False if that node is down (connection refused)."""
         node = self.nodes[via]
@@ -278,9 +389,16 @@ class World:
         self._request_ids += 1
         rid = self._request_ids
         self.client_waiting[(via, rid)] = on_reply
-        self._feed(via, ClientRequested(rid, request))
+        self._feed(node, ClientRequested(rid, request))
         return True
 
     def leaders(self) -> list[str]:
-        from p2pq.core.types import Role
-        return [i for i, n in self.nodes.items() if n.alive and n.core.role is Role.LEADER]
+        """Nodes that hold the LEADER role now (a paused one still believes it leads)."""
+        return [i for i, n in self.nodes.items() if n.alive and n.core.role is _LEADER]
+
+    def finish(self) -> None:
+        """Close the books at the end of a run: open leaderships and fault windows end now."""
+        for node in self.nodes.values():
+            if node.leadership is not None:
+                node.leadership.end_s = self.now
+        self.history.close_windows(self.now)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from p2pq.core.tasks import LOST, SUCCEEDED, Attempt, TaskRecord, TaskSpec
-from p2pq.sim.checker import check
-from p2pq.sim.history import History
+from p2pq.sim.checker import check, overlap_s, union
+from p2pq.sim.history import History, Leadership
 
 SPEC = TaskSpec("builtin", "noop")
 
@@ -75,3 +75,75 @@ def test_a_priority_inversion_is_counted():
     h.execution_start("lazy", "1.n1.1", "n2", 0.5, 0.5)
     h.execution_start("urgent", "1.n1.2", "n2", 0.9, 0.9)
     assert check(h, {}).priority_inversions == 1
+
+
+def test_a_batch_dispatched_in_priority_order_is_not_an_inversion():
+    h = History()
+    for task, priority in (("urgent", 1), ("lazy", 9)):
+        h.invoke(task, priority, 0.0)
+        h.ack(task, 0.1, "1@n1", True)
+    h.dispatch("urgent", "1.n1.1", 0.5)
+    h.dispatch("lazy", "1.n1.2", 0.5)
+    assert check(h, {}).priority_inversions == 0
+
+
+def test_a_dispatch_that_never_started_still_counts_as_the_leaders_choice():
+    """The urgent task was dispatched (to a node that died) before the lazy one: no inversion."""
+    h = History()
+    for task, priority in (("urgent", 1), ("lazy", 9)):
+        h.invoke(task, priority, 0.0)
+        h.ack(task, 0.1, "1@n1", True)
+    h.dispatch("urgent", "1.n1.1", 0.4)
+    h.execution_start("lazy", "1.n1.2", "n2", 0.5, 0.5)
+    h.execution_start("urgent", "1.n1.3", "n3", 2.0, 2.0)
+    assert check(h, {}).priority_inversions == 0
+
+
+def test_two_terms_acknowledging_at_once_fail_quorum_mode_only():
+    h = History()
+    for at, term in ((1.0, "1@n5"), (2.0, "2@n4"), (2.5, "1@n5"), (3.0, "2@n4")):
+        h.ack_issued(at, term.split("@")[1], term)
+    quorum, available = check(h, {}, quorum=True), check(h, {}, quorum=False)
+    assert quorum.stale_acks == available.stale_acks == 1  # 1@n5 after 2@n4 had acknowledged
+    assert quorum.concurrent_ack_s == available.concurrent_ack_s == 0.5  # [1, 2.5] against [2, 3]
+    assert not quorum.ok and available.ok
+
+
+def test_terms_that_take_turns_are_not_concurrent():
+    h = History()
+    for at, term in ((1.0, "1@n5"), (1.5, "1@n5"), (2.0, "2@n4"), (3.0, "2@n4")):
+        h.ack_issued(at, term.split("@")[1], term)
+    report = check(h, {}, quorum=True)
+    assert report.ok and report.stale_acks == 0 and report.concurrent_ack_s == 0
+
+
+def test_time_with_two_leaders_is_measured_from_leaderships():
+    h = History()
+    h.leaderships += [Leadership("n5", "1@n5", 1.0, 5.0), Leadership("n4", "2@n4", 3.0, 9.0)]
+    assert check(h, {}).multi_leader_s == 2.0
+
+
+def test_failover_runs_from_the_loss_to_the_first_acknowledgment_under_a_newer_term():
+    h = History()
+    h.leader_losses.append((3.0, "n5", "1@n5"))
+    h.leader_losses.append((8.0, "n4", "2@n4"))  # never replaced: unfinished
+    for at, term in ((2.9, "1@n5"), (3.5, "1@n5"), (4.2, "2@n4")):
+        h.ack_issued(at, term.split("@")[1], term)
+    report = check(h, {})
+    assert report.failover_s == [1.2] and report.failovers_unfinished == 1
+
+
+def test_unavailability_is_the_union_of_slow_waits():
+    h = History()
+    for task, invoked, acked in (("a", 1.0, 2.0), ("b", 1.5, 2.5), ("c", 3.0, 3.01), ("d", 5.0, 6.0)):
+        h.invoke(task, 5, invoked)
+        h.ack(task, acked, "1@n1", True)
+    report = check(h, {"a": done("a", SUCCEEDED), "b": done("b", SUCCEEDED), "c": done("c", SUCCEEDED),
+                       "d": done("d", SUCCEEDED)})
+    assert report.unavailable_windows == 2 and report.unavailable_s == 2.5
+
+
+def test_interval_helpers():
+    assert union([(0, 1), (0.5, 2), (3, 4)]) == [(0, 2), (3, 4)]
+    assert overlap_s([(0, 2), (1, 3), (2.5, 4)]) == 1.5
+    assert overlap_s([(0, 1), (1, 2)]) == 0
