@@ -37,7 +37,7 @@ from typing import Callable
 
 import click
 
-from p2pq.client import Client, P2PQError
+from p2pq.client import Client
 
 from .cluster import wait_for
 from .history import Recorder, Verdict, Workload, judge, percentile, wait_drained

@@ -58,6 +58,7 @@ def assert_clean(verdict, run: Run) -> None:
     print(f"attempted {r.attempted}, acknowledged {r.acknowledged}, lost {r.lost}, duplicated {r.duplicated}, "
           f"unexpected {r.unexpected}, recovered {r.recovered}, terms {r.terms}, runs {verdict.runs}")
     assert r.acknowledged > 0
+    assert r.terms >= 1  # the leadership notes were read from the nodes' logs
     assert r.lost == 0, r.lost_ids[:10]
     assert r.unexpected == 0, r.unexpected_ids[:10]
     assert r.leaders_per_term_max == 1
