@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from p2pq.client import make_spec
 from p2pq.testing.chaos import Run
 from p2pq.testing.cluster import wait_for
 from p2pq.testing.netns import NetnsCluster, term_key, unavailable_reason
@@ -221,3 +222,26 @@ def test_isolated_follower_then_leader_kill_loses_nothing(make_run):
               f"{run.cluster.nodes[new_follower].node_id}, leader killed; {new_term} took over")
         verdict = run.finish()  # heals the cut and restarts the killed leader
     assert_clean(verdict, run)
+
+
+# -- the glue between a real run and the checker (no namespaces needed) ----------------------------
+def test_judge_catches_a_lost_task_and_an_unrecorded_run(tmp_path):
+    """The checks above can fail: a missing acknowledged task is lost, a run without an attempt is flagged."""
+    from p2pq.core.tasks import Attempt, TaskRecord, describe
+    from p2pq.testing.history import Recorder, judge, record_from_view
+
+    spec = make_spec("noop", priority=3)
+    done = TaskRecord("t1", spec, (1, 1), 100.0, (Attempt("1.n5.1", "n2", 100.1, 100.2, "succeeded", {}),))
+    assert record_from_view(describe(done)).state == done.state
+    assert record_from_view(describe(done)).attempts == done.attempts
+    recorder = Recorder()
+    for task_id in ("t1", "t2"):
+        recorder.invoke(task_id, 3, "c0")
+        recorder.ack(task_id, {"ok": True, "term": "1@n5", "leader": "n5", "replicated": True})
+    runs = tmp_path / "runs.log"
+    runs.write_text("t1 n2 100.2\nt1 n3 100.3\n")  # n3 ran t1, yet no attempt says so
+    notes = [(99.0, "n5", "leader_elected", {"node": "n5", "term": "1@n5", "tasks": 0})]
+    verdict = judge(recorder, {"t1": done}, notes, runs)
+    assert verdict.report.lost == 1 and verdict.report.lost_ids == ["t2"]
+    assert verdict.invisible_runs == ["t1@n3 ran 1x, 0 attempt(s)"]
+    assert not verdict.ok and verdict.report.terms == 1
