@@ -103,6 +103,7 @@ class NodeRuntime:
         self.failure: StorageError | None = None  # set when the journal fails: the node stops
         self.on_fatal = None  # called (no arguments) after `failure` is set
         self._events: list[Any] = []
+        self._outbox: asyncio.Queue = asyncio.Queue()  # (journal write, commands) per batch, in order
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -142,6 +143,7 @@ class NodeRuntime:
             on_client_message=self._on_client_message, protocol_version=PROTOCOL_VERSION)
         await self.transport.start()
         self._spawn(self._pump(), "pump")
+        self._spawn(self._release(), "release")
         self._post(Started())
         for host, port in s.peers:
             self.transport.dial_seed(host, port)
@@ -220,8 +222,14 @@ class NodeRuntime:
         self._wake.set()
 
     async def _pump(self) -> None:
-        """Feed the core every event that arrived since the last turn, in one batch."""
-        while True:
+        """Feed the core every event that arrived since the last turn, in one batch.
+
+        The batch's durable state goes to the journal at once; its other
+        commands wait in the outbox until `_release` sees them durable. The
+        core may meanwhile handle the next batch; if the writer is still busy,
+        that batch shares the next transaction: group commit across batches.
+        """
+        while self.failure is None:
             await self._wake.wait()
             self._wake.clear()
             events, self._events = self._events, []
@@ -230,28 +238,27 @@ class NodeRuntime:
             except Exception:  # a bug in one batch must not take the node down
                 log.exception("error while handling %d event(s)", len(events))
                 continue
-            try:
-                await self._persist(commands)
-            except Exception as exc:  # noqa: BLE001 -- any write failure stops the node
-                self._journal_failed(exc)
-                return
+            batch = batch_of(commands)
+            self._outbox.put_nowait((self.store.write(batch) if batch else None, commands))
+
+    async def _release(self) -> None:
+        """Carry out each batch's commands, in order, once its journal write is durable.
+
+        In `written` and `fsync` modes nothing of a batch (no Send, no Reply)
+        leaves before its commit (G1); in `memory` mode nothing waits.
+        """
+        while True:
+            written, commands = await self._outbox.get()
+            if written is not None and (self.store.waits or written.done()):
+                try:  # shielded: a cancelled wait must not cancel the write
+                    await asyncio.shield(asyncio.wrap_future(written))
+                except Exception as exc:  # noqa: BLE001 -- any write failure stops the node
+                    self._journal_failed(exc)
+                    return
             try:
                 self._carry_out(commands)
             except Exception:
                 log.exception("error while carrying out %d command(s)", len(commands))
-
-    async def _persist(self, commands: list) -> None:
-        """Write the batch's durable state first, in one transaction: the group commit.
-
-        In `written` and `fsync` modes nothing of the batch (no Send, no Reply)
-        leaves before the commit (G1); the loop keeps receiving meanwhile, so
-        the next batch grows instead of paying its own commit per task.
-        """
-        batch = batch_of(commands)
-        if batch:
-            written = self.store.write(batch)
-            if self.store.waits or written.done():
-                await asyncio.wrap_future(written)
 
     def _journal_failed(self, exc: BaseException) -> None:
         self.failure = StorageError(f"cannot write the journal {self.store.path} ({exc}): this node "
@@ -321,7 +328,7 @@ class NodeRuntime:
                     self._runs[attempt_id] = self._spawn(self._run(task_id, attempt_id, spec), attempt_id)
                 case StopTask(_, attempt_id):
                     self.executor.cancel(attempt_id)
-                # PersistTerm, PersistRecords, ForgetRecords: written by _persist, before this
+                # PersistTerm, PersistRecords, ForgetRecords: already in the journal (_pump)
                 case Note(kind, detail):
                     self._note(kind, detail)
 

@@ -233,6 +233,7 @@ class SqliteStore:
         self.corruption: str | None = None  # set by open_store when it replaced a bad journal
         self.failure: BaseException | None = None
         self.commits = self.batches = self.rows_written = 0  # group-commit accounting
+        self.commit_s_total = self.commit_s_max = 0.0
         self._db = _connect(self.path, durability)
         try:
             self._restored: Restored | None = self._read()
@@ -322,6 +323,8 @@ class SqliteStore:
                 jobs.append(self._queue.get_nowait())
             stop = None in jobs
             jobs = [job for job in jobs if job is not None]
+            for _, future in jobs:  # running: a waiter giving up can no longer cancel it
+                future.set_running_or_notify_cancel()
             if jobs:
                 self._commit(jobs)
             if stop:
@@ -338,15 +341,17 @@ class SqliteStore:
         except BaseException as exc:  # noqa: BLE001 -- handed to every waiter
             self.failure = self.failure or exc
             for _, future in jobs:
-                future.set_exception(exc)
+                if not future.cancelled():
+                    future.set_exception(exc)
             return
         self.batches += len(jobs)
         for _, future in jobs:
-            future.set_result(None)
+            if not future.cancelled():  # cancelled before the writer took it: written anyway
+                future.set_result(None)
 
     def _apply(self, batch: Batch) -> None:
         """One transaction: the group commit of a core step (or of several queued ones)."""
-        db = self._db
+        db, started = self._db, time.perf_counter()
         db.execute("BEGIN IMMEDIATE")
         try:
             term = batch.term if batch.term is not None and batch.term > self._term else None
@@ -367,8 +372,11 @@ class SqliteStore:
             raise
         if term is not None:
             self._term = term
+        elapsed_s = time.perf_counter() - started
         self.commits += 1
         self.rows_written += len(batch.records)
+        self.commit_s_total += elapsed_s
+        self.commit_s_max = max(self.commit_s_max, elapsed_s)
 
     def adopt(self, meta: dict) -> bool:
         """Carry a corrupted journal's verified term and identity into this fresh one."""
@@ -397,6 +405,10 @@ class SqliteStore:
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
+            log.info("journal %s (%s): %d transactions for %d batches, %d records; commit mean "
+                     "%.2f ms, max %.1f ms", self.path, self.durability, self.commits, self.batches,
+                     self.rows_written, 1000 * self.commit_s_total / max(1, self.commits),
+                     1000 * self.commit_s_max)
         try:
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error:

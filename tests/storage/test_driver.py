@@ -1,4 +1,4 @@
-"""The driver writes a batch's durable state before it says anything of that batch."""
+"""The driver says nothing of a batch before the batch's journal write is durable."""
 
 from __future__ import annotations
 
@@ -6,47 +6,55 @@ import asyncio
 import concurrent.futures
 from types import SimpleNamespace
 
-from p2pq.core.events import ForgetRecords, PersistRecords, PersistTerm, Send
-from p2pq.core.types import Term
+from p2pq.core.events import Send
 from p2pq.net.node import NodeRuntime
 
-from journal_records import record
 
-
-class HeldStore:
-    """A store whose commits finish only when the test says so."""
-
-    def __init__(self, waits: bool) -> None:
-        self.waits, self.batches = waits, []
-        self.future: concurrent.futures.Future = concurrent.futures.Future()
-
-    def write(self, batch):
-        self.batches.append(batch)
-        return self.future
-
-
-COMMANDS = [PersistTerm(Term(2, "n1")), PersistRecords((record("a"),)), ForgetRecords(("old",)),
-            Send("n2", object())]
-
-
-def persist(store: HeldStore) -> bool:
-    """Run _persist while the commit is held; True if it returned before the commit."""
-    async def scenario() -> bool:
-        task = asyncio.ensure_future(NodeRuntime._persist(SimpleNamespace(store=store), COMMANDS))
+def released_early(waits: bool) -> tuple[bool, list]:
+    """Queue two batches behind a held commit; True if anything was carried out before it."""
+    async def scenario():
+        carried: list = []
+        held: concurrent.futures.Future = concurrent.futures.Future()
+        driver = SimpleNamespace(store=SimpleNamespace(waits=waits), _outbox=asyncio.Queue(),
+                                 _carry_out=carried.append, failure=None)
+        driver._outbox.put_nowait((held, ["first"]))
+        driver._outbox.put_nowait((None, ["second"]))  # a batch with nothing to write still waits its turn
+        release = asyncio.ensure_future(NodeRuntime._release(driver))
         await asyncio.sleep(0.05)
-        early = task.done()
-        store.future.set_result(None)
-        await asyncio.wait_for(task, 1)
-        return early
+        early = bool(carried)
+        held.set_result(None)
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if len(carried) == 2:
+                break
+        release.cancel()
+        return early, carried
     return asyncio.run(scenario())
 
 
-def test_written_and_fsync_wait_for_the_commit_of_the_whole_batch_in_one_write():
-    store = HeldStore(waits=True)
-    assert persist(store) is False
-    [batch] = store.batches  # one write per core step: the group commit
-    assert (batch.term, set(batch.records), batch.forgotten) == (Term(2, "n1"), {"a"}, {"old"})
+def test_written_and_fsync_carry_out_a_batch_only_after_its_commit_and_in_order():
+    early, carried = released_early(waits=True)
+    assert not early
+    assert carried == [["first"], ["second"]]
 
 
 def test_memory_does_not_wait_for_the_journal():
-    assert persist(HeldStore(waits=False)) is True
+    early, carried = released_early(waits=False)
+    assert early and carried == [["first"], ["second"]]
+
+
+def test_a_failed_write_stops_the_node_before_anything_of_its_batch_is_said(tmp_path):
+    async def scenario():
+        carried, fatal = [], []
+        failed: concurrent.futures.Future = concurrent.futures.Future()
+        failed.set_exception(OSError("disk full"))
+        driver = SimpleNamespace(store=SimpleNamespace(waits=True, path=tmp_path / "journal.db"),
+                                 _outbox=asyncio.Queue(), _carry_out=carried.append, failure=None,
+                                 on_fatal=lambda: fatal.append(True))
+        driver._journal_failed = lambda exc: NodeRuntime._journal_failed(driver, exc)
+        driver._outbox.put_nowait((failed, [Send("n2", object())]))
+        await asyncio.wait_for(NodeRuntime._release(driver), 1)
+        return carried, fatal, driver.failure
+    carried, fatal, failure = asyncio.run(scenario())
+    assert carried == [] and fatal == [True]
+    assert "disk full" in str(failure) and "stops rather than acknowledge" in str(failure)

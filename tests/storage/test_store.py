@@ -113,3 +113,19 @@ def test_after_a_failed_write_every_later_write_fails(tmp_path):
     assert store.failure is not None
     store._queue.put(None)
     store._thread.join(5)
+
+
+def test_a_waiter_that_gives_up_does_not_stop_the_write_or_the_writer(tmp_path):
+    store = open_store(tmp_path, "written")
+    release = threading.Event()
+    apply = store._apply
+    store._apply = lambda batch: (release.wait(5), apply(batch))
+    busy = store.write(batch_of([PersistRecords((record("busy"),))]))
+    abandoned = store.write(batch_of([PersistRecords((record("abandoned"),))]))
+    assert abandoned.cancel()  # e.g. the node's pump was cancelled at shutdown
+    release.set()
+    busy.result(5)
+    store.save_records([record("after")])
+    store.close()
+    held = {r.task_id for r in reopen(tmp_path).load().records}
+    assert held == {"busy", "abandoned", "after"}
