@@ -78,7 +78,7 @@ class HttpServer:
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.host, port)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # the real port when asked for 0
+        self.port = self.runner.addresses[0][1]  # the real port when asked for 0
         self.runtime.listeners.append(self._on_note)
         self._sampling = asyncio.get_running_loop().create_task(self.sampler.run(), name="web-sampler")
 

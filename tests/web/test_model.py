@@ -151,3 +151,24 @@ def test_without_a_token_file_writes_are_refused_with_a_hint(tmp_path):
     access = Access("127.0.0.1", tmp_path)
     with pytest.raises(Denied, match="p2pq init"):
         access.check("POST", "/api/tasks", "127.0.0.1", "Bearer anything")
+
+
+# -- p2pq top's drawing ------------------------------------------------------------------------
+
+def test_top_draws_a_snapshot_without_a_cluster():
+    from rich.console import Console
+    from p2pq.web.top import render, sparkline
+    assert sparkline([0, 1, 2, 4]) == "▁▂▄█" and sparkline([]) == ""
+    snap = {"node": "n1", "leader_reachable": False, "leader_error": "no leader yet",
+            "cluster": {"leader": None, "term": "3@n3", "role": "electing", "members": [
+                {"node": "n3", "role": "leader", "alive": False, "priority": 3, "slots": 2, "running": None,
+                 "address": ["10.0.0.3", 7470]},
+                {"node": "n1", "role": "member", "alive": True, "self": True, "priority": 1, "slots": 2,
+                 "running": 1, "address": None}]},
+            "queue": None, "rates": {}, "chart": [], "tasks": [],
+            "events": [model.event_view({"at": 0.0, "kind": "node_dead", "node": "n3", "why": "left"}, "n1")]}
+    console = Console(width=140, record=True)
+    console.print(render(snap, "test"))
+    text = console.export_text()
+    assert "none (election in progress)" in text and "leader not reachable: no leader yet" in text
+    assert "dead" in text and "n1 *" in text and "n3 is down (left)" in text
