@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+from heapq import heappush
 import random
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -281,10 +282,14 @@ class World:
         if (node.core.role is _LEADER) is not (node.leadership is not None):
             self._leadership_changed(node)
 
-    def _feed_if(self, node: SimNode, incarnation: int, event: Any) -> None:
+    def _feed_if(self, node: SimNode, incarnation: int, event: Any, kind: str) -> None:
         """Deliver `event` unless the node died (or died and came back) since it was sent."""
-        if node.incarnation == incarnation:
-            self._feed(node, event)
+        if node.incarnation != incarnation or not node.alive:
+            return
+        if node.paused:
+            node.inbox.append(event)
+            return
+        self._step(node, (event,), kind)
 
     def _timer(self, node: SimNode, incarnation: int, name: str, at_s: float) -> None:
         if node.incarnation != incarnation or node.timers.get(name) != at_s:
@@ -293,7 +298,7 @@ class World:
             node.inbox.append(("timer", name, at_s))
             return
         del node.timers[name]
-        self._feed(node, TimerFired(name))
+        self._step(node, (TimerFired(name),), "TimerFired")
 
     def _leadership_changed(self, node: SimNode) -> None:
         if node.core.role is _LEADER:
@@ -309,29 +314,36 @@ class World:
 
     # -- carrying out commands ---------------------------------------------------------
     def _do_send(self, node: SimNode, command: Send) -> None:
-        message, dst = command.message, command.to
+        # The hottest path of the simulator: every message goes through here.
+        message = command.message
         kind = message.TYPE
-        self.messages_by_type[kind] = self.messages_by_type.get(kind, 0) + 1
+        counts = self.messages_by_type
+        counts[kind] = counts.get(kind, 0) + 1
         if type(message) is ForwardReply:
             self._observe_ack(node, message.body)
         elif type(message) is Dispatch:
             self.history.dispatch(message.record.task_id, message.attempt_id, self.now)
-        target = self.nodes.get(dst)
-        if target is None or not target.alive or (node.id, dst) not in self._up:
-            return  # refused, or lost in the partition
-        link = self.links.get((node.id, dst), self.link)
+        key = (node.id, command.to)
+        if key not in self._up:
+            return  # lost in the partition (or no such node)
+        target = self.nodes[command.to]
+        if not target.alive:
+            return  # connection refused
+        link = self.links.get(key, self.link) if self.links else self.link
         rng = self.rng_net
         if link.drop and rng.random() < link.drop:
             return
         copies = 2 if link.duplicate and rng.random() < link.duplicate else 1
-        event = MessageReceived(node.id, message)
+        args = (target, target.incarnation, MessageReceived(node.id, message), kind)
         for _ in range(copies):
             at = self.now + link.latency(rng)
             if not link.reorder:  # TCP: one connection per direction keeps order
-                key = (node.id, dst)
-                at = max(at, self._last_delivery.get(key, 0.0))
+                last = self._last_delivery.get(key, 0.0)
+                if at < last:
+                    at = last
                 self._last_delivery[key] = at
-            self._schedule(at, self._feed_if, (target, target.incarnation, event))
+            self._seq += 1
+            heappush(self._heap, (at, self._seq, self._feed_if, args))
 
     def _do_timer(self, node: SimNode, command: SetTimer) -> None:
         node.timers[command.name] = command.at_s
@@ -367,7 +379,7 @@ class World:
     def _do_stop(self, node: SimNode, command: StopTask) -> None:
         self.history.execution_end(command.attempt_id, self.now, CANCELLED)
         event = TaskCompleted(command.task_id, command.attempt_id, CANCELLED, None, self.now)
-        self._schedule(self.now, self._feed_if, (node, node.incarnation, event))
+        self._schedule(self.now, self._feed_if, (node, node.incarnation, event, "TaskCompleted"))
 
     def _do_persist_term(self, node: SimNode, command: PersistTerm) -> None:
         node.disk_term = max(node.disk_term, command.term)
