@@ -119,6 +119,7 @@ class Append:
     records: tuple[TaskRecord, ...]
     snapshot: bool
     forgotten: tuple[str, ...] = ()  # pruned tasks: drop them, never take them back
+    sent_at: float = 0.0  # the leader's clock when sent; echoed in the ack (quorum lease)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +128,7 @@ class AppendAck:
     term: Term
     index: int
     ok: bool
+    sent_at: float = 0.0  # the sent_at of the append this answers
 
 
 @dataclass(frozen=True, slots=True)

@@ -86,6 +86,7 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
         self.followers: dict[NodeId, FollowerProgress] = {}
         self.pending: list[PendingAck] = []
         self.applied_index = -1
+        self.serve_from = float("-inf")
         self.followed_by: tuple[NodeId, ...] = ()
         # scheduling and execution
         self.assigned: dict[NodeId, dict[str, tuple[str, float]]] = {}
@@ -157,6 +158,10 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
 
     def _become_leader(self) -> None:
         self._become(Role.LEADER)
+        if self.config.quorum:
+            # Wait out any lease an older leader may still hold (G3).
+            self.serve_from = self.now + self.config.failure_timeout_s
+            self.out.append(SetTimer("serve", self.serve_from))
         self._rebuild_assignments()
         self._choose_followers()
         self.out.append(Note("leader_elected", {"node": self.id, "term": str(self.term),

@@ -19,6 +19,10 @@ order is harmless.
   log, first gets a snapshot: every record the leader holds.
 - The commit index is the highest index every follower acknowledged
   (available mode) or that a majority of the cluster holds (quorum mode).
+  In quorum mode acknowledgments are also leased: only acks of appends sent
+  within the last failure timeout count, and a new leader acknowledges
+  nothing until one failure timeout after it started serving, so an old
+  leader's last acknowledgment and a new leader's first never overlap.
   A submit is answered only once its entry is committed (G1): a task
   acknowledged to a client is held by the leader and by its followers.
 - A leader with no follower (every other node is dead) answers submits with
@@ -54,6 +58,7 @@ class FollowerProgress:
     snapshot_index: int = 0
     needs_snapshot: bool = True
     sent_at: float = 0.0
+    fresh_at: float = float("-inf")  # newest send time of an append it acknowledged
 
 
 @dataclass(slots=True)
@@ -101,7 +106,7 @@ class ReplicationMixin(_Base):
         records = tuple(self.table.values())
         index = self.last_index
         self._send(node, Append(self.term, 0, index, records, snapshot=True,
-                                forgotten=tuple(self.forgotten)))
+                                forgotten=tuple(self.forgotten), sent_at=self.now))
         progress.needs_snapshot = False
         progress.snapshot_index = index
         progress.sent = index
@@ -116,7 +121,8 @@ class ReplicationMixin(_Base):
             ids = dict.fromkeys(self.log[prev - self.log_base:last - self.log_base])
             records = tuple(self.table.records[t] for t in ids if t in self.table.records)
             gone = tuple(t for t in ids if t not in self.table.records)
-            self._send(node, Append(self.term, prev, last, records, snapshot=False, forgotten=gone))
+            self._send(node, Append(self.term, prev, last, records, snapshot=False, forgotten=gone,
+                                    sent_at=self.now))
         progress.sent = self.last_index
         progress.sent_at = self.now
 
@@ -139,6 +145,7 @@ class ReplicationMixin(_Base):
             return
         if msg.ok:
             progress.acked = max(progress.acked, msg.index)
+            progress.fresh_at = max(progress.fresh_at, msg.sent_at)
         else:
             self._rewind(progress, msg.index)
         self._advance_commit()
@@ -150,6 +157,11 @@ class ReplicationMixin(_Base):
             need = self.config.majority - 1  # the leader holds everything it logged
             if need <= 0:
                 return self.last_index
+            # The lease (G3): only acks of appends sent within a failure timeout
+            # count. A leader that was paused and wakes up to a backlog of old
+            # acks cannot commit with them: by now another leader may serve.
+            lease_from = self.now - self.config.failure_timeout_s
+            acks = [p.acked for p in self.followers.values() if p.fresh_at >= lease_from]
             return sorted(acks, reverse=True)[need - 1] if len(acks) >= need else self.commit
         if acks:
             return min(acks)
@@ -161,6 +173,8 @@ class ReplicationMixin(_Base):
     def _advance_commit(self) -> None:
         if self.role is not Role.LEADER:
             return
+        if self.now < self.serve_from:
+            return  # quorum mode: the previous leader's lease may not have run out yet
         self.commit = max(self.commit, self._commit_index())
         if not self.pending or self.pending[0].index > self.commit:
             self._trim_log()
@@ -198,9 +212,9 @@ class ReplicationMixin(_Base):
         elif msg.last_index <= self.applied_index:
             pass  # a duplicate of what we have
         else:
-            self._send(sender, AppendAck(self.term, self.applied_index, ok=False))
+            self._send(sender, AppendAck(self.term, self.applied_index, ok=False, sent_at=msg.sent_at))
             return
-        self._send(sender, AppendAck(self.term, self.applied_index, ok=True))
+        self._send(sender, AppendAck(self.term, self.applied_index, ok=True, sent_at=msg.sent_at))
         self._maybe_take_over()
 
     def _apply(self, msg: Append) -> None:

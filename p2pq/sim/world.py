@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 import networkx as nx
 
-from p2pq.core.events import (ClientRequested, MessageReceived, Note, PeerDiscovered, PersistRecords,
+from p2pq.core.events import (ClientRequested, ForgetRecords, MessageReceived, Note, PeerDiscovered, PersistRecords,
                               PersistTerm, Reply, RunTask, Send, SetTimer, Started, StopTask,
                               TaskCompleted, TimerFired)
 from p2pq.core.messages import Dispatch, ForwardReply
@@ -54,6 +54,7 @@ class SimNode:
     timers: dict[str, float] = field(default_factory=dict)
     disk_term: Term = ZERO_TERM
     disk_records: dict[str, TaskRecord] = field(default_factory=dict)
+    disk_forgotten: dict[str, None] = field(default_factory=dict)  # tombstones of pruned tasks
     inbox: list = field(default_factory=list)   # events (timers as tuples) held while paused
     leadership: Leadership | None = None        # the LEADER interval now open
 
@@ -96,7 +97,8 @@ class World:
         self._request_ids = 0
         self._do = {Send: self._do_send, SetTimer: self._do_timer, Reply: self._do_reply,
                     RunTask: self._do_run, StopTask: self._do_stop, PersistTerm: self._do_persist_term,
-                    PersistRecords: self._do_persist_records, Note: self._do_note}
+                    PersistRecords: self._do_persist_records, ForgetRecords: self._do_forget,
+                    Note: self._do_note}
         ranks = priorities or list(range(1, n_nodes + 1))
         self.nodes: dict[str, SimNode] = {}
         # Machines are switched on at slightly different moments, so their
@@ -148,7 +150,8 @@ class World:
         if node is None:
             return NodeCore(node_id, priority, self.config, rng)
         return NodeCore(node_id, priority, self.config, rng, restored_term=node.disk_term,
-                        restored_records=tuple(node.disk_records.values()))
+                        restored_records=tuple(node.disk_records.values()),
+                        restored_forgotten=tuple(node.disk_forgotten))
 
     def _power_on(self, node: SimNode) -> None:
         node.alive = True
@@ -180,7 +183,7 @@ class World:
         if node.alive:
             return
         if not keep_disk:
-            node.disk_term, node.disk_records = ZERO_TERM, {}
+            node.disk_term, node.disk_records, node.disk_forgotten = ZERO_TERM, {}, {}
         node.core = self._new_core(node_id, node.priority, node.incarnation, node)
         node.alive = True
         self.history.fault(self.now, "restart", node_id)
@@ -383,6 +386,11 @@ class World:
 
     def _do_persist_term(self, node: SimNode, command: PersistTerm) -> None:
         node.disk_term = max(node.disk_term, command.term)
+
+    def _do_forget(self, node: SimNode, command: ForgetRecords) -> None:
+        for task_id in command.task_ids:
+            node.disk_records.pop(task_id, None)
+            node.disk_forgotten[task_id] = None
 
     def _do_persist_records(self, node: SimNode, command: PersistRecords) -> None:
         disk = node.disk_records

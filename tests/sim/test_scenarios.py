@@ -48,11 +48,8 @@ def test_nothing_acknowledged_is_lost_and_one_term_acknowledges_at_a_time_in_quo
     assert not failures, "\n".join(failures[:5])
 
 
-@pytest.mark.xfail(strict=True, reason="protocol finding reported to the lead: a leader paused past its "
-                   "failure timeout wakes up, applies append acks sent before the new term and "
-                   "acknowledges under its old term after the new leader has acknowledged (G3). "
-                   "Needs a leader lease in p2pq/core; remove this mark when it lands.")
 def test_a_woken_stale_leader_does_not_acknowledge_in_quorum_mode():
+    """G3 in quorum mode: the leader lease stops a paused leader from acknowledging when it wakes."""
     # Seed 5 is one of 13 in the first 200 that show it; if a change to the
     # world shifts the seeds, `p2pq sim pause-leader --mode quorum --seeds 200` finds others.
     result = run("pause-leader", SCENARIOS["pause-leader"], 5, mode="quorum")
