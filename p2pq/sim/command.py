@@ -71,7 +71,7 @@ def sim(scenario, n_seeds, first_seed, seed, nodes, mode, duration_s, jobs, out_
     names = _resolve(scenario)
     seeds = range(seed, seed + 1) if seed is not None else range(first_seed, first_seed + n_seeds)
     modes = MODES if mode == "both" else (mode,)
-    sweeps = _run_sweeps([(n, m) for n in names for m in modes], seeds, nodes, duration_s, jobs,
+    sweeps = run_sweeps([(n, m) for n in names for m in modes], seeds, nodes, duration_s, jobs,
                          quiet=as_json, keep=trace and seed is not None)
     _report(sweeps, as_json, trace and seed is not None, out_dir)
     if any(s.failures for s in sweeps):
@@ -91,7 +91,7 @@ def _resolve(scenario: str) -> list[str]:
     return [found.source or found.name]
 
 
-def _run_sweeps(combos, seeds, nodes, duration_s, jobs, *, quiet: bool, keep: bool) -> list:
+def run_sweeps(combos, seeds, nodes, duration_s, jobs, *, quiet: bool, keep: bool) -> list:
     """Every (scenario, mode) over the seeds, with one progress bar over all runs."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn

@@ -63,9 +63,12 @@ def timeout_experiment(seeds: int, jobs: int, timeouts=TIMEOUTS_S) -> list[dict]
     return points
 
 
-def full_sweep(seeds: int, jobs: int, nodes: int, scenarios: list[str] | None = None) -> list[Sweep]:
-    return [sweep(name, range(seeds), mode=mode, nodes=nodes, jobs=jobs)
-            for name in scenarios or SCENARIOS for mode in ("available", "quorum")]
+def full_sweep(seeds: int, jobs: int, nodes: int, scenarios: list[str] | None = None,
+               quiet: bool = False) -> list[Sweep]:
+    """Every scenario in both modes, with one progress bar over all runs (unless quiet)."""
+    from .command import run_sweeps
+    combos = [(name, mode) for name in scenarios or SCENARIOS for mode in ("available", "quorum")]
+    return run_sweeps(combos, range(seeds), nodes, None, jobs, quiet=quiet, keep=False)
 
 
 def make_report(out: Path, *, seeds: int = 100, jobs: int = 1, nodes: int = 5, quiet: bool = False,
@@ -82,7 +85,7 @@ def make_report(out: Path, *, seeds: int = 100, jobs: int = 1, nodes: int = 5, q
     say = (lambda *_: None) if quiet else (lambda text: print(text, file=sys.stderr, flush=True))
     names = scenarios or list(SCENARIOS)
     say(f"sweeping {len(names)} scenarios x 2 modes x {seeds} seeds on {jobs} process(es)...")
-    sweeps = full_sweep(seeds, jobs, nodes, names)
+    sweeps = full_sweep(seeds, jobs, nodes, names, quiet)
     say("experiments: election messages against cluster size, failover against timeout...")
     per_point = experiment_seeds or max(10, seeds // 4)
     sizes = election_messages_experiment(per_point, sizes)

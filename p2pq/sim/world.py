@@ -99,13 +99,18 @@ class World:
                     RunTask: self._do_run, StopTask: self._do_stop, PersistTerm: self._do_persist_term,
                     PersistRecords: self._do_persist_records, ForgetRecords: self._do_forget,
                     Note: self._do_note}
-        ranks = priorities or list(range(1, n_nodes + 1))
         self.nodes: dict[str, SimNode] = {}
-        # Machines are switched on at slightly different moments, so their
-        # heartbeat ticks are out of phase, as in a real room; booting all at
-        # t=0 would make every failure detector fire in lockstep.
-        boot = random.Random(f"{seed}:boot")
-        for node_id, priority in zip(self.ids, ranks):
+        self._install(priorities or list(range(1, n_nodes + 1)), boot_spread_s)
+
+    def _install(self, priorities: list[int], boot_spread_s: float) -> None:
+        """Rack the machines and schedule their power-on.
+
+        Machines are switched on at slightly different moments, so their
+        heartbeat ticks are out of phase, as in a real room; booting all at
+        t=0 would make every failure detector fire in lockstep.
+        """
+        boot = random.Random(f"{self.seed}:boot")
+        for node_id, priority in zip(self.ids, priorities):
             node = SimNode(node_id, priority, self._new_core(node_id, priority, 0), alive=False)
             self.nodes[node_id] = node
             self._schedule(boot.uniform(0.0, boot_spread_s), self._power_on, (node,))
