@@ -51,6 +51,7 @@ class TaskState(enum.Enum):
 KINDS = ("builtin", "python", "shell")
 SUCCEEDED, FAILED, TIMEOUT, CANCELLED, LOST = "succeeded", "failed", "timeout", "cancelled", "lost"
 _OUTCOME_RANK = {None: 0, LOST: 1, CANCELLED: 2, FAILED: 3, TIMEOUT: 3, SUCCEEDED: 4}
+_FAILURES = (FAILED, TIMEOUT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,20 +131,23 @@ class TaskRecord:
     # -- derived state ---------------------------------------------------
     @property
     def state(self) -> TaskState:
-        outcomes = [a.outcome for a in self.attempts]
-        if SUCCEEDED in outcomes:
-            return TaskState.SUCCEEDED
+        running, failures = False, 0
+        for a in self.attempts:
+            if a.outcome == SUCCEEDED:
+                return TaskState.SUCCEEDED
+            if a.ended_at is None:
+                running = True
+            if a.outcome in _FAILURES:
+                failures += 1
         if self.cancelled:
             return TaskState.CANCELLED
-        if self.failures > self.spec.retries:
+        if failures > self.spec.retries:
             return TaskState.FAILED
-        if any(a.running for a in self.attempts):
-            return TaskState.RUNNING
-        return TaskState.QUEUED
+        return TaskState.RUNNING if running else TaskState.QUEUED
 
     @property
     def failures(self) -> int:
-        return sum(1 for a in self.attempts if a.outcome in (FAILED, TIMEOUT))
+        return sum(1 for a in self.attempts if a.outcome in _FAILURES)
 
     def running_attempts(self) -> Iterator[Attempt]:
         return (a for a in self.attempts if a.running)
@@ -159,7 +163,7 @@ class TaskRecord:
         n = self.failures
         if n == 0:
             return float("-inf")
-        last_end = max(a.ended_at or 0.0 for a in self.attempts if a.outcome in (FAILED, TIMEOUT))
+        last_end = max(a.ended_at or 0.0 for a in self.attempts if a.outcome in _FAILURES)
         return last_end + min(backoff_s * 2 ** (n - 1), backoff_max_s)
 
     def finished_at(self) -> float:
@@ -183,7 +187,7 @@ class TaskRecord:
 
     def join(self, other: TaskRecord) -> TaskRecord:
         """The lattice join of two copies of the same task."""
-        if other is self:
+        if other is self or (other.attempts == self.attempts and other.cancelled == self.cancelled):
             return self
         attempts = _join_attempts(self.attempts, other.attempts)
         cancelled = self.cancelled or other.cancelled
