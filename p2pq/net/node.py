@@ -239,7 +239,11 @@ class NodeRuntime:
                 log.exception("error while handling %d event(s)", len(events))
                 continue
             batch = batch_of(commands)
-            self._outbox.put_nowait((self.store.write(batch) if batch else None, commands))
+            written = self.store.write(batch) if batch else None
+            if not self.store.waits and self._outbox.empty():
+                self._carry_out_logged(commands)  # `memory` mode: nothing to wait for
+            else:
+                self._outbox.put_nowait((written, commands))
 
     async def _release(self) -> None:
         """Carry out each batch's commands, in order, once its journal write is durable.
@@ -255,10 +259,13 @@ class NodeRuntime:
                 except Exception as exc:  # noqa: BLE001 -- any write failure stops the node
                     self._journal_failed(exc)
                     return
-            try:
-                self._carry_out(commands)
-            except Exception:
-                log.exception("error while carrying out %d command(s)", len(commands))
+            self._carry_out_logged(commands)
+
+    def _carry_out_logged(self, commands: list) -> None:
+        try:
+            self._carry_out(commands)
+        except Exception:
+            log.exception("error while carrying out %d command(s)", len(commands))
 
     def _journal_failed(self, exc: BaseException) -> None:
         self.failure = StorageError(f"cannot write the journal {self.store.path} ({exc}): this node "

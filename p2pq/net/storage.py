@@ -12,7 +12,7 @@ Theory of operation
   commit. Batches that queue up while the thread is busy (only in `memory`
   mode, where nobody waits) are merged into the next transaction.
 - Durability (docs/durability.md): `memory` writes in the background with
-  synchronous=OFF and nobody waits; `written` commits (synchronous=NORMAL:
+  synchronous=OFF, at most every MEMORY_FLUSH_S, and nobody waits; `written` commits (synchronous=NORMAL:
   survives kill -9, not a power cut) before the driver sends anything of the
   batch; `fsync` does the same with synchronous=FULL (the WAL is fsynced).
 - Corruption: every row carries a crc32 of its key and body, and the file is
@@ -51,6 +51,7 @@ log = logging.getLogger("p2pq.storage")
 JOURNAL_FILE = "journal.db"
 SCHEMA_VERSION = 1
 DURABILITIES = ("memory", "written", "fsync")
+MEMORY_FLUSH_S = 0.02  # `memory` mode: the longest a change waits in this process before its commit
 _SYNCHRONOUS = {"memory": "OFF", "written": "NORMAL", "fsync": "FULL"}
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, body BLOB NOT NULL, crc INTEGER NOT NULL);
@@ -319,6 +320,12 @@ class SqliteStore:
         """Commit whatever is queued as one transaction, in order, until told to stop."""
         while True:
             jobs = [self._queue.get()]
+            if not self.waits and jobs[0] is not None:
+                # Nobody waits in `memory` mode: let the steps of the next
+                # MEMORY_FLUSH_S pile up (puts to a sleeping thread cost no
+                # wake-up) and commit them as one transaction, in which a
+                # task's several changes become one row write.
+                time.sleep(MEMORY_FLUSH_S)
             while not self._queue.empty():
                 jobs.append(self._queue.get_nowait())
             stop = None in jobs
