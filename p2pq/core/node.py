@@ -287,6 +287,8 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
             if priority is None or sender == self.id:
                 return  # a stranger we cannot rank yet; it will introduce itself
             peer = self._add_peer(sender, priority, getattr(msg, "address", None))
+            if isinstance(msg, Join):
+                self._introduce(sender)
         if isinstance(msg, Leave):
             peer.last_heard = float("-inf")
             if peer.alive:
@@ -333,6 +335,7 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
                 for m in members:
                     if m.node != self.id and m.node not in self.peers:
                         self._add_peer(m.node, m.priority, m.address)
+                        self._send(m.node, Join(self.priority, self.address, self.config.slots))
             case Forward(origin, request_id, request):
                 self._on_client_request((origin, request_id), request)
             case ForwardReply(request_id, body):
@@ -376,6 +379,19 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
         if msg.want_offer:
             self._send_offer()
         self._resend_finished()
+
+    def _introduce(self, newcomer: NodeId) -> None:
+        """Tell a node that just introduced itself whom we know; it joins them in turn.
+
+        Membership must not wait for a leader: with --peer seeds and no
+        multicast, nodes that know only the seed each think themselves the
+        highest and, in quorum mode, none can gather a majority to lead, so
+        the leader's heartbeats would never spread the peer list.
+        """
+        known = tuple(Member(p.node, p.priority, p.address, p.alive, p.slots, 0)
+                      for p in self.peers.values() if p.node != newcomer)
+        if known:
+            self._send(newcomer, Gossip(known))
 
     def _heartbeat_one(self, node: NodeId) -> None:
         self._send(node, Heartbeat(self.term, self.priority, (), tuple(self.followers),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from p2pq.core.events import Note, PersistTerm, Send, SetTimer, TimerFired
-from p2pq.core.messages import (Answer, Append, AppendAck, Coordinator, Election, Heartbeat,
+from p2pq.core.messages import (Answer, Append, AppendAck, Coordinator, Election, Gossip, Heartbeat, Join,
                                 HeartbeatAck, Reject, StateOffer)
 from p2pq.core.types import IllegalTransition, Role, Term
 
@@ -132,3 +132,20 @@ def test_an_illegal_role_transition_raises():
     n1 = node("n1", 1, {"n2": 2})
     with pytest.raises(IllegalTransition, match=r"invalid transition \[member -> leader\]"):
         n1._become(Role.LEADER)
+
+
+def test_a_stranger_that_joins_is_told_whom_we_know_and_joins_them():
+    # The seed case without multicast: n3 and n4 each know only the seed n1.
+    seed = node("n1", 1, {"n3": 3})
+    out = recv(seed, "n4", Join(4, None, 2), 0.1)
+    assert [m.node for g in sends(out, Gossip, to="n4") for m in g.members] == ["n3"]
+    # n4 learns n3 from the gossip and introduces itself, leader or not.
+    n4 = node("n4", 4, {"n1": 1})
+    out = recv(n4, "n1", Gossip(tuple(m for g in sends(out, Gossip) for m in g.members)), 0.2)
+    assert sends(out, Join, to="n3") == [Join(4, None, n4.config.slots)]
+    assert "n3" in n4.peers
+
+
+def test_a_known_peer_that_joins_again_gets_no_gossip():
+    seed = node("n1", 1, {"n3": 3, "n4": 4})
+    assert sends(recv(seed, "n4", Join(4, None, 2), 0.1), Gossip) == []
