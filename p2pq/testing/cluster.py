@@ -85,7 +85,13 @@ class LocalCluster:
     _clients: dict[int, Client] = field(default_factory=dict)
 
     def __enter__(self) -> LocalCluster:
-        return self.start()
+        """Start; a cluster that fails to form prints its nodes' logs and is stopped, not leaked."""
+        try:
+            return self.start()
+        except BaseException:
+            print(self.logs(), file=sys.stderr)
+            self.stop()
+            raise
 
     def __exit__(self, *exc) -> None:
         self.stop()

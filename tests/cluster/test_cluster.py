@@ -15,15 +15,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def cluster():
-    c = LocalCluster(3, slots=2)
-    try:
-        c.start()
+    with LocalCluster(3, slots=2) as c:
         yield c
-    except BaseException:
-        print(c.logs())
-        raise
-    finally:
-        c.stop()
 
 
 def non_leader(cluster: LocalCluster) -> int:

@@ -15,15 +15,8 @@ pytestmark = pytest.mark.slow
 
 
 def cluster_with(*extra_args: str):
-    cluster = LocalCluster(3, slots=2, extra_args=list(extra_args))
-    try:
-        cluster.start()
+    with LocalCluster(3, slots=2, extra_args=list(extra_args)) as cluster:
         yield cluster
-    except BaseException:
-        print(cluster.logs())
-        raise
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture

@@ -36,15 +36,8 @@ if not CHROMIUM.exists():
 
 @pytest.fixture(scope="module")
 def cluster():
-    c = WebCluster(3, slots=2)
-    try:
-        c.start()
+    with WebCluster(3, slots=2) as c:
         yield c
-    except BaseException:
-        print(c.logs())
-        raise
-    finally:
-        c.stop()
 
 
 @pytest.fixture(scope="module")

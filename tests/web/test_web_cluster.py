@@ -20,15 +20,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def cluster():
-    c = WebCluster(3, slots=2)
-    try:
-        c.start()
+    with WebCluster(3, slots=2) as c:
         yield c
-    except BaseException:
-        print(c.logs())
-        raise
-    finally:
-        c.stop()
 
 
 def cluster_view(cluster, index):
