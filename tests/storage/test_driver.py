@@ -6,7 +6,8 @@ import asyncio
 import concurrent.futures
 from types import SimpleNamespace
 
-from p2pq.core.events import Send
+from p2pq.core.events import PersistTerm, Send
+from p2pq.core.types import Term
 from p2pq.net.node import NodeRuntime
 
 
@@ -58,3 +59,40 @@ def test_a_failed_write_stops_the_node_before_anything_of_its_batch_is_said(tmp_
     carried, fatal, failure = asyncio.run(scenario())
     assert carried == [] and fatal == [True]
     assert "disk full" in str(failure) and "stops rather than acknowledge" in str(failure)
+
+
+def pumped(waits: bool) -> tuple[list, list]:
+    """One core step through `_pump` behind a held commit: (carried out before the commit, after it)."""
+    async def scenario():
+        carried: list = []
+        held: concurrent.futures.Future = concurrent.futures.Future()
+        step = [PersistTerm(Term(1, "n1")), Send("n2", object())]
+        driver = SimpleNamespace(store=SimpleNamespace(waits=waits, write=lambda batch: held),
+                                 core=SimpleNamespace(handle_batch=lambda events, now: list(step)),
+                                 _outbox=asyncio.Queue(), _carry_out_logged=carried.append, failure=None,
+                                 _events=["an event"], _wake=asyncio.Event(), _unreleased=0)
+        driver._journal_failed = lambda exc: NodeRuntime._journal_failed(driver, exc)
+        tasks = [asyncio.ensure_future(NodeRuntime._pump(driver)),
+                 asyncio.ensure_future(NodeRuntime._release(driver))]
+        driver._wake.set()
+        await asyncio.sleep(0.05)
+        before = list(carried)
+        held.set_result(None)
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if carried:
+                break
+        for task in tasks:
+            task.cancel()
+        return before, carried
+    return asyncio.run(scenario())
+
+
+def test_the_pump_holds_a_step_until_its_commit_in_written_and_fsync_modes():
+    before, after = pumped(waits=True)
+    assert before == [] and len(after) == 1 and isinstance(after[0][-1], Send)
+
+
+def test_the_pump_sends_a_memory_mode_step_at_once():
+    before, _ = pumped(waits=False)
+    assert len(before) == 1
