@@ -224,10 +224,13 @@ class NodeRuntime:
     async def _pump(self) -> None:
         """Feed the core every event that arrived since the last turn, in one batch.
 
-        The batch's durable state goes to the journal at once; its other
-        commands wait in the outbox until `_release` sees them durable. The
-        core may meanwhile handle the next batch; if the writer is still busy,
-        that batch shares the next transaction: group commit across batches.
+        The batch's durable state goes to the journal at once. In `memory`
+        mode, and in `written` mode where the commit happens right here, the
+        other commands are carried out at once too (unless earlier batches
+        still wait). In `fsync` mode they wait in the outbox until `_release`
+        sees the flush done; the core meanwhile handles the next batch, and if
+        the writer is still busy that batch shares the next transaction: group
+        commit across batches.
         """
         while self.failure is None:
             await self._wake.wait()
@@ -240,10 +243,12 @@ class NodeRuntime:
                 continue
             batch = batch_of(commands)
             written = self.store.write(batch) if batch else None
-            if not self.store.waits and self._outbox.empty():
-                self._carry_out_logged(commands)  # `memory` mode: nothing to wait for
-            else:
+            if not self._outbox.empty() or (self.store.waits and written is not None and not written.done()):
                 self._outbox.put_nowait((written, commands))
+            elif self.store.waits and written is not None and written.exception() is not None:
+                self._journal_failed(written.exception())
+            else:
+                self._carry_out_logged(commands)
 
     async def _release(self) -> None:
         """Carry out each batch's commands, in order, once its journal write is durable.

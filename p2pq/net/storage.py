@@ -8,13 +8,19 @@ Theory of operation
   it and hands it to the core. Records form a lattice, so an old row can only
   merge upward with what peers hold; nothing needs replaying.
 - Every core step's PersistTerm/PersistRecords/ForgetRecords become one
-  `Batch`, written in ONE transaction by one writer thread: that is the group
-  commit. Batches that queue up while the thread is busy (only in `memory`
-  mode, where nobody waits) are merged into the next transaction.
-- Durability (docs/durability.md): `memory` writes in the background with
-  synchronous=OFF, at most every MEMORY_FLUSH_S, and nobody waits; `written` commits (synchronous=NORMAL:
-  survives kill -9, not a power cut) before the driver sends anything of the
-  batch; `fsync` does the same with synchronous=FULL (the WAL is fsynced).
+  `Batch`, written in ONE transaction: that is the group commit.
+- Durability (docs/durability.md): `memory` writes on a writer thread with
+  synchronous=OFF, at most every MEMORY_FLUSH_S, and nobody waits. `written`
+  commits with synchronous=NORMAL (survives kill -9, not a power cut) at
+  once, on the caller's thread: such a commit only hands pages to the OS
+  (tens of microseconds), less than a hand-off to a thread costs. `fsync`
+  commits with synchronous=FULL (the WAL is fsynced) on the writer thread,
+  so the event loop runs on during the flush; batches that queue up
+  meanwhile share the next transaction and its flush.
+- Rows are keyed by an integer in the order tasks were first written (the
+  store keeps the task id -> key map in memory), so a transaction appends
+  to, and updates, the last pages of the table instead of pages all over it
+  (task ids are random).
 - Corruption: every row carries a crc32 of its key and body, and the file is
   checked with PRAGMA quick_check at open. A journal that fails is never
   served: `open_store` reports it in one line, moves it aside and starts
@@ -49,13 +55,16 @@ from p2pq.core.types import ZERO_TERM, Term
 log = logging.getLogger("p2pq.storage")
 
 JOURNAL_FILE = "journal.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: records keyed by write order (1: by task id)
 DURABILITIES = ("memory", "written", "fsync")
 MEMORY_FLUSH_S = 0.02  # `memory` mode: the longest a change waits in this process before its commit
 _SYNCHRONOUS = {"memory": "OFF", "written": "NORMAL", "fsync": "FULL"}
-_SCHEMA = """
+_CACHE_KIB = 64 * 1024  # SQLite's page cache: the whole table of a busy node, not the default 2 MiB
+_RECORDS = """CREATE TABLE IF NOT EXISTS records (
+    n INTEGER PRIMARY KEY, task_id TEXT NOT NULL, body BLOB NOT NULL, crc INTEGER NOT NULL)"""
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, body BLOB NOT NULL, crc INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS records (task_id TEXT PRIMARY KEY, body BLOB NOT NULL, crc INTEGER NOT NULL);
+{_RECORDS};
 CREATE TABLE IF NOT EXISTS forgotten (n INTEGER PRIMARY KEY, task_id TEXT UNIQUE NOT NULL, crc INTEGER NOT NULL);
 """
 
@@ -214,18 +223,40 @@ def _connect(path: Path, durability: str) -> sqlite3.Connection:
         db.execute("PRAGMA locking_mode=EXCLUSIVE")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={_SYNCHRONOUS[durability]}")
+        db.execute(f"PRAGMA cache_size={-_CACHE_KIB}")
+        fresh = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is None
         db.executescript(_SCHEMA)
-        if db.execute("SELECT 1 FROM meta WHERE key = 'schema'").fetchone() is None:
+        if fresh:
             db.execute("INSERT INTO meta VALUES (?, ?, ?)", _pack_row("schema", SCHEMA_VERSION))
+        else:
+            _upgrade(db)
     except sqlite3.Error as exc:
         db.close()
         raise _classify(exc, path) from None
     return db
 
 
+def _upgrade(db: sqlite3.Connection) -> None:
+    """Bring a schema-1 journal (records keyed by task id) to this one, in one transaction."""
+    row = db.execute("SELECT key, body, crc FROM meta WHERE key = 'schema'").fetchone()
+    try:
+        if row is None or _unpack_row(*row) != 1:
+            return  # current, or newer (refused when read)
+    except CorruptJournal:
+        return  # found and reported when the journal is read
+    db.execute("BEGIN IMMEDIATE")
+    db.execute("ALTER TABLE records RENAME TO records_v1")
+    db.execute(_RECORDS)
+    db.execute("INSERT INTO records (task_id, body, crc) SELECT task_id, body, crc FROM records_v1")
+    db.execute("DROP TABLE records_v1")
+    db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?, ?)", _pack_row("schema", SCHEMA_VERSION))
+    db.execute("COMMIT")
+    log.info("upgraded the journal to schema %d", SCHEMA_VERSION)
+
+
 # -- the store --------------------------------------------------------------------------
 class SqliteStore:
-    """The journal DIR/journal.db; reads at open, writes in order on one writer thread."""
+    """The journal DIR/journal.db; reads at open, then commits batches in order."""
 
     def __init__(self, path: Path, durability: str) -> None:
         if durability not in _SYNCHRONOUS:
@@ -242,9 +273,13 @@ class SqliteStore:
             self._db.close()
             raise
         self._term = self._restored.term
+        self._next_key = max(self._keys.values(), default=0) + 1
+        self._closed = False
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._write_loop, name="p2pq-journal", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        if durability != "written":  # `written` commits on the caller's thread
+            self._thread = threading.Thread(target=self._write_loop, name="p2pq-journal", daemon=True)
+            self._thread.start()
 
     @property
     def waits(self) -> bool:
@@ -267,9 +302,11 @@ class SqliteStore:
             raise StorageError(f"the journal {self.path} was written by a newer p2pq "
                                f"(schema {meta['schema']}, this one reads {SCHEMA_VERSION})")
         restored = _restored_from_meta(meta)
+        self._keys: dict[str, int] = {}  # task id -> its row's key
         try:
-            restored.records = [_decode_record(*row) for row in
-                                self._db.execute("SELECT task_id, body, crc FROM records")]
+            for n, task_id, body, crc in self._db.execute("SELECT n, task_id, body, crc FROM records ORDER BY n"):
+                restored.records.append(_decode_record(task_id, body, crc))
+                self._keys[task_id] = n
             restored.forgotten = [_check_tombstone(*row) for row in
                                   self._db.execute("SELECT task_id, crc FROM forgotten ORDER BY n")]
         except sqlite3.Error as exc:
@@ -289,12 +326,15 @@ class SqliteStore:
 
     # -- writing ----------------------------------------------------------------------
     def write(self, batch: Batch) -> concurrent.futures.Future:
-        """Queue a batch for the writer; the future resolves once it is committed."""
+        """Commit a batch (`written`) or queue it for the writer; the future resolves once committed."""
         future: concurrent.futures.Future = concurrent.futures.Future()
         if self.failure is not None:
             future.set_exception(self.failure)
-        elif not self._thread.is_alive():
+        elif self._closed:
             future.set_exception(StorageError(f"the journal {self.path} is closed"))
+        elif self._thread is None:
+            future.set_running_or_notify_cancel()
+            self._commit([(batch, future)])
         else:
             self._queue.put((batch, future))
         return future
@@ -370,13 +410,18 @@ class SqliteStore:
                                 _pack_row("priority", batch.identity[1])])
             if batch.forgotten:
                 self._forget_rows(batch.forgotten)
-            db.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?)",
-                           [_pack_row(r.task_id, record_to_wire(r)) for r in batch.records.values()])
+            added = [task_id for task_id in batch.records if task_id not in self._keys]
+            for n, task_id in enumerate(added, self._next_key):
+                self._keys[task_id] = n
+            db.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?)",
+                           [(self._keys[r.task_id], *_pack_row(r.task_id, record_to_wire(r)))
+                            for r in batch.records.values()])
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            raise
+            raise  # the store is failed now: its key map is never used again
+        self._next_key += len(added)
         if term is not None:
             self._term = term
         elapsed_s = time.perf_counter() - started
@@ -402,20 +447,24 @@ class SqliteStore:
     def _forget_rows(self, task_ids: set[str]) -> None:
         """Delete pruned tasks and keep their tombstones (the newest TOMBSTONES, as the core does)."""
         db = self._db
-        db.executemany("DELETE FROM records WHERE task_id = ?", [(t,) for t in task_ids])
+        db.executemany("DELETE FROM records WHERE n = ?",
+                       [(self._keys.pop(t),) for t in task_ids if t in self._keys])
         db.executemany("INSERT OR IGNORE INTO forgotten (task_id, crc) VALUES (?, ?)",
                        [_tombstone_row(t) for t in task_ids])
         db.execute("DELETE FROM forgotten WHERE n <= (SELECT max(n) FROM forgotten) - ?", (TOMBSTONES,))
 
     def close(self) -> None:
         """Write what is queued, shrink the WAL, close. Idempotent."""
-        if self._thread.is_alive():
+        if self._closed:
+            return
+        self._closed = True
+        if self._thread is not None:
             self._queue.put(None)
             self._thread.join()
-            log.info("journal %s (%s): %d transactions for %d batches, %d records; commit mean "
-                     "%.2f ms, max %.1f ms", self.path, self.durability, self.commits, self.batches,
-                     self.rows_written, 1000 * self.commit_s_total / max(1, self.commits),
-                     1000 * self.commit_s_max)
+        log.info("journal %s (%s): %d transactions for %d batches, %d records; commit mean "
+                 "%.2f ms, max %.1f ms", self.path, self.durability, self.commits, self.batches,
+                 self.rows_written, 1000 * self.commit_s_total / max(1, self.commits),
+                 1000 * self.commit_s_max)
         try:
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error:

@@ -61,38 +61,61 @@ def test_a_failed_write_stops_the_node_before_anything_of_its_batch_is_said(tmp_
     assert "disk full" in str(failure) and "stops rather than acknowledge" in str(failure)
 
 
-def pumped(waits: bool) -> tuple[list, list]:
-    """One core step through `_pump` behind a held commit: (carried out before the commit, after it)."""
+def pumped(waits: bool, held: concurrent.futures.Future | None = None) -> tuple[list, list, Exception | None]:
+    """One core step through `_pump` behind a commit.
+
+    Returns what was carried out before `held` resolved, what after, and the
+    driver's failure.
+    """
     async def scenario():
         carried: list = []
-        held: concurrent.futures.Future = concurrent.futures.Future()
+        nonlocal held
+        held = held or concurrent.futures.Future()
         step = [PersistTerm(Term(1, "n1")), Send("n2", object())]
-        driver = SimpleNamespace(store=SimpleNamespace(waits=waits, write=lambda batch: held),
+        driver = SimpleNamespace(store=SimpleNamespace(waits=waits, write=lambda batch: held,
+                                                       path="journal.db"),
                                  core=SimpleNamespace(handle_batch=lambda events, now: list(step)),
                                  _outbox=asyncio.Queue(), _carry_out_logged=carried.append, failure=None,
-                                 _events=["an event"], _wake=asyncio.Event(), _unreleased=0)
+                                 _events=["an event"], _wake=asyncio.Event(), on_fatal=None)
         driver._journal_failed = lambda exc: NodeRuntime._journal_failed(driver, exc)
         tasks = [asyncio.ensure_future(NodeRuntime._pump(driver)),
                  asyncio.ensure_future(NodeRuntime._release(driver))]
         driver._wake.set()
         await asyncio.sleep(0.05)
         before = list(carried)
-        held.set_result(None)
+        if not held.done():
+            held.set_result(None)
         for _ in range(100):
             await asyncio.sleep(0.01)
             if carried:
                 break
         for task in tasks:
             task.cancel()
-        return before, carried
+        return before, carried, driver.failure
     return asyncio.run(scenario())
 
 
 def test_the_pump_holds_a_step_until_its_commit_in_written_and_fsync_modes():
-    before, after = pumped(waits=True)
+    before, after, _ = pumped(waits=True)
     assert before == [] and len(after) == 1 and isinstance(after[0][-1], Send)
 
 
 def test_the_pump_sends_a_memory_mode_step_at_once():
-    before, _ = pumped(waits=False)
+    before, _, _ = pumped(waits=False)
     assert len(before) == 1
+
+
+def test_the_pump_sends_a_step_at_once_when_its_commit_is_already_done():
+    committed: concurrent.futures.Future = concurrent.futures.Future()
+    committed.set_result(None)  # `written`: the store committed inside write()
+    before, _, failure = pumped(waits=True, held=committed)
+    assert failure is None
+    assert len(before) == 1 and isinstance(before[0][-1], Send)
+
+
+def test_the_pump_stops_the_node_and_says_nothing_when_its_commit_failed():
+    failed: concurrent.futures.Future = concurrent.futures.Future()
+    failed.set_exception(OSError("disk full"))
+    before, after, failure = pumped(waits=True, held=failed)
+    assert before == [] and after == []
+    assert "disk full" in str(failure)

@@ -8,6 +8,7 @@ import threading
 import pytest
 
 from p2pq.core.events import ForgetRecords, PersistRecords, PersistTerm, Send
+from p2pq.core.messages import record_to_wire
 from p2pq.core.types import Term
 from p2pq.net.storage import (DURABILITIES, JOURNAL_FILE, SCHEMA_VERSION, Batch, SqliteStore,
                               StorageError, _pack_row, batch_of, open_store)
@@ -103,20 +104,70 @@ def test_a_journal_from_a_newer_p2pq_is_refused_not_moved(tmp_path):
     assert (tmp_path / JOURNAL_FILE).exists()
 
 
-def test_after_a_failed_write_every_later_write_fails(tmp_path):
-    store = open_store(tmp_path, "written")
+@pytest.mark.parametrize("durability", DURABILITIES)
+def test_after_a_failed_write_every_later_write_fails(tmp_path, durability):
+    store = open_store(tmp_path, durability)
     store._db.close()  # the disk went away, as far as the store can tell
     with pytest.raises(sqlite3.ProgrammingError):
         store.write(Batch(term=Term(1, "n1"))).result(5)
     with pytest.raises(sqlite3.ProgrammingError):  # never written after a failure
         store.write(Batch(term=Term(2, "n1"))).result(5)
     assert store.failure is not None
-    store._queue.put(None)
-    store._thread.join(5)
+    if store._thread is not None:
+        store._queue.put(None)
+        store._thread.join(5)
+
+
+def test_written_commits_before_write_returns(tmp_path):
+    store = open_store(tmp_path, "written")
+    done = store.write(batch_of([PersistRecords((record("a"),))]))
+    assert done.done() and done.result() is None and store.commits == 1
+    assert store._thread is None  # no hand-off to a thread for a commit that only reaches the OS
+    store.close()
+
+
+def test_rows_are_keyed_in_first_write_order_and_updated_in_place(tmp_path):
+    store = open_store(tmp_path, "written")
+    store.save_records([record("z"), record("a")])
+    store.save_records([record("m"), record("z", ended=True)])
+    store.forget(["a"])
+    store.close()
+    store = reopen(tmp_path)
+    store.save_records([record("m", ended=True), record("b")])  # the key map survives a reopen
+    rows = store._db.execute("SELECT n, task_id FROM records ORDER BY n").fetchall()
+    store.close()
+    assert [task_id for _, task_id in rows] == ["z", "m", "b"]
+    assert rows[-1][0] > rows[-2][0]
+
+
+def test_a_schema_1_journal_is_upgraded_with_its_rows(tmp_path):
+    db = sqlite3.connect(tmp_path / JOURNAL_FILE)
+    with db:
+        db.executescript("""
+            CREATE TABLE meta (key TEXT PRIMARY KEY, body BLOB NOT NULL, crc INTEGER NOT NULL);
+            CREATE TABLE records (task_id TEXT PRIMARY KEY, body BLOB NOT NULL, crc INTEGER NOT NULL);
+            CREATE TABLE forgotten (n INTEGER PRIMARY KEY, task_id TEXT UNIQUE NOT NULL, crc INTEGER NOT NULL);
+        """)
+        db.executemany("INSERT INTO meta VALUES (?, ?, ?)", [_pack_row("schema", 1), _pack_row("term", [3, "n1"])])
+        db.executemany("INSERT INTO records VALUES (?, ?, ?)",
+                       [_pack_row(t, record_to_wire(record(t))) for t in ("b", "a")])
+    db.close()
+    store = reopen(tmp_path)
+    restored = store.load()
+    store.save_records([record("a", ended=True), record("c")])
+    store.close()
+    assert restored.term == Term(3, "n1")
+    assert sorted(r.task_id for r in restored.records) == ["a", "b"]
+    again = reopen(tmp_path)
+    assert sorted((r.task_id, r.state.value) for r in again.load().records) == [
+        ("a", "succeeded"), ("b", "running"), ("c", "running")]
+    assert again._db.execute("SELECT body FROM meta WHERE key = 'schema'").fetchone()[0] == _pack_row(
+        "schema", SCHEMA_VERSION)[1]
+    again.close()
 
 
 def test_a_waiter_that_gives_up_does_not_stop_the_write_or_the_writer(tmp_path):
-    store = open_store(tmp_path, "written")
+    store = open_store(tmp_path, "fsync")
     release = threading.Event()
     apply = store._apply
     store._apply = lambda batch: (release.wait(5), apply(batch))
