@@ -226,9 +226,9 @@ def spec_to_wire(s: TaskSpec) -> dict:
 
 
 def spec_from_wire(d: dict) -> TaskSpec:
-    return TaskSpec(kind=d["kind"], target=d["target"], args=tuple(d.get("args", ())),
-                    priority=int(d.get("priority", 5)), retries=int(d.get("retries", 0)),
-                    timeout_s=d.get("timeout_s"), options=dict(d.get("options") or {}))
+    get = d.get
+    return TaskSpec(d["kind"], d["target"], tuple(get("args", ())), int(get("priority", 5)),
+                    int(get("retries", 0)), get("timeout_s"), dict(get("options") or {}))
 
 
 def attempt_to_wire(a: Attempt) -> list:
@@ -248,7 +248,7 @@ def record_to_wire(r: TaskRecord) -> list:
 def record_from_wire(v: list) -> TaskRecord:
     task_id, spec, seq, submitted_at, attempts, cancelled = v
     return TaskRecord(task_id, spec_from_wire(spec), (int(seq[0]), int(seq[1])), submitted_at,
-                      tuple(attempt_from_wire(a) for a in attempts), bool(cancelled))
+                      tuple([attempt_from_wire(a) for a in attempts]), bool(cancelled))
 
 
 def _member_to_wire(m: Member) -> list:
@@ -268,7 +268,7 @@ _CODECS: dict[str, _Codec] = {
     "TaskRecord": (record_to_wire, record_from_wire),
     "Attempt": (attempt_to_wire, attempt_from_wire),
     "tuple[TaskRecord, ...]": (lambda rs: [record_to_wire(r) for r in rs],
-                               lambda v: tuple(record_from_wire(r) for r in v)),
+                               lambda v: tuple([record_from_wire(r) for r in v])),
     "tuple[Member, ...]": (lambda ms: [_member_to_wire(m) for m in ms],
                            lambda v: tuple(_member_from_wire(m) for m in v)),
     "tuple[tuple[str, Attempt], ...]": (lambda rs: [[t, attempt_to_wire(a)] for t, a in rs],

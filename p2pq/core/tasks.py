@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import enum
 import heapq
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
 from .types import NodeId
@@ -127,10 +127,19 @@ class TaskRecord:
     submitted_at: float
     attempts: tuple[Attempt, ...] = ()
     cancelled: bool = False
+    _state: TaskState | None = field(default=None, init=False, repr=False, compare=False)
 
     # -- derived state ---------------------------------------------------
     @property
     def state(self) -> TaskState:
+        """Derived from the attempts and the cancel flag (computed once: a record never changes)."""
+        state = self._state
+        if state is None:
+            state = self._derive_state()
+            object.__setattr__(self, "_state", state)
+        return state
+
+    def _derive_state(self) -> TaskState:
         running, failures = False, 0
         for a in self.attempts:
             if a.outcome == SUCCEEDED:
@@ -183,7 +192,9 @@ class TaskRecord:
     def with_attempt(self, attempt: Attempt) -> TaskRecord:
         """This record with `attempt` joined into its attempts."""
         merged = _join_attempts(self.attempts, (attempt,))
-        return self if merged == self.attempts else replace(self, attempts=merged)
+        if merged is self.attempts:
+            return self
+        return TaskRecord(self.task_id, self.spec, self.seq, self.submitted_at, merged, self.cancelled)
 
     def join(self, other: TaskRecord) -> TaskRecord:
         """The lattice join of two copies of the same task."""
@@ -191,12 +202,30 @@ class TaskRecord:
             return self
         attempts = _join_attempts(self.attempts, other.attempts)
         cancelled = self.cancelled or other.cancelled
-        if attempts == self.attempts and cancelled == self.cancelled:
+        if attempts is self.attempts and cancelled == self.cancelled:
             return self
-        return replace(self, attempts=attempts, cancelled=cancelled)
+        return TaskRecord(self.task_id, self.spec, self.seq, self.submitted_at, attempts, cancelled)
 
 
-def _join_attempts(a: tuple[Attempt, ...], b: Iterable[Attempt]) -> tuple[Attempt, ...]:
+def _join_attempts(a: tuple[Attempt, ...], b: tuple[Attempt, ...]) -> tuple[Attempt, ...]:
+    """The union of two attempt lists by id, each attempt joined; `a` itself if nothing changed.
+
+    Attempts are ordered by (start, id). The common cases, one attempt that
+    is new and the latest or one that ended, take no sort.
+    """
+    if len(b) == 1:
+        y = b[0]
+        for i, x in enumerate(a):
+            if x.attempt_id == y.attempt_id:
+                joined = x.join(y)
+                if joined is x:
+                    return a
+                if joined.started_at == x.started_at:
+                    return a[:i] + (joined,) + a[i + 1:]
+                break  # a copy with another start time: re-sort below
+        else:
+            if not a or (a[-1].started_at, a[-1].attempt_id) < (y.started_at, y.attempt_id):
+                return a + (y,)
     by_id = {x.attempt_id: x for x in a}
     changed = False
     for y in b:

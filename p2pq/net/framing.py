@@ -34,7 +34,7 @@ def encode_frame(obj: dict[str, Any], max_frame_bytes: int = MAX_FRAME_BYTES) ->
     """The frame for obj; FrameError if the receiver would refuse it (no "type", too big)."""
     if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
         raise FrameError("a frame must be a map with a str 'type'")
-    body = _packer().pack(obj)
+    body = pack(obj)
     if len(body) > max_frame_bytes:
         raise FrameError(_too_big(len(body), max_frame_bytes))
     return _HEADER.pack(len(body)) + body
@@ -112,11 +112,12 @@ class FrameDecoder:
         return len(self._buffer)
 
 
-def _packer() -> msgpack.Packer:
+def pack(obj: Any) -> bytes:
+    """msgpack bytes of obj, with this thread's reusable Packer."""
     packer = getattr(_local, "packer", None)
     if packer is None:
         packer = _local.packer = msgpack.Packer(use_bin_type=True)
-    return packer
+    return packer.pack(obj)
 
 
 def _too_big(length: int, limit: int) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import os
 import random
@@ -109,7 +110,6 @@ class NodeRuntime:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._clients: dict[int, tuple[ClientConnection | asyncio.Future, Any]] = {}
         self._next_request = 0
-        self._runs: dict[str, asyncio.Task] = {}
         self._owned: set[asyncio.Task] = set()
         self._addressed: set[str] = set()
         self.executor = None
@@ -197,9 +197,9 @@ class NodeRuntime:
     async def close(self) -> None:
         for handle in self._timers.values():
             handle.cancel()
-        for task in list(self._owned) + list(self._runs.values()):
+        for task in list(self._owned):
             task.cancel()
-        await asyncio.gather(*self._owned, *self._runs.values(), return_exceptions=True)
+        await asyncio.gather(*self._owned, return_exceptions=True)
         for part in (self.http, self.discovery, self.transport, self.executor):
             if part is not None:
                 await part.close()
@@ -337,7 +337,8 @@ class NodeRuntime:
                     elif conn is not None:
                         conn.send({"type": "reply", "req": req, **body})
                 case RunTask(task_id, attempt_id, spec):
-                    self._runs[attempt_id] = self._spawn(self._run(task_id, attempt_id, spec), attempt_id)
+                    self.executor.submit(attempt_id, spec_to_executor(spec), spec.timeout_s,
+                                         functools.partial(self._ran, task_id, attempt_id))
                 case StopTask(_, attempt_id):
                     self.executor.cancel(attempt_id)
                 # PersistTerm, PersistRecords, ForgetRecords: already in the journal (_pump)
@@ -359,13 +360,8 @@ class NodeRuntime:
         delay = max(0.0, at_s - time.time())
         self._timers[name] = asyncio.get_running_loop().call_later(delay, self._post, TimerFired(name))
 
-    async def _run(self, task_id: str, attempt_id: str, spec: TaskSpec) -> None:
-        try:
-            outcome = await self.executor.run(attempt_id, spec_to_executor(spec), spec.timeout_s)
-            result = outcome.to_wire()
-            self._post(TaskCompleted(task_id, attempt_id, outcome.status, result, time.time()))
-        finally:
-            self._runs.pop(attempt_id, None)
+    def _ran(self, task_id: str, attempt_id: str, outcome) -> None:
+        self._post(TaskCompleted(task_id, attempt_id, outcome.status, outcome.to_wire(), time.time()))
 
     def _note(self, kind: str, detail: dict) -> None:
         note = {"at": time.time(), "node": self.node_id, "kind": kind, **detail}

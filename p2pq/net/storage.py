@@ -52,6 +52,8 @@ from p2pq.core.messages import record_from_wire, record_to_wire
 from p2pq.core.tasks import TaskRecord
 from p2pq.core.types import ZERO_TERM, Term
 
+from .framing import pack
+
 log = logging.getLogger("p2pq.storage")
 
 JOURNAL_FILE = "journal.db"
@@ -158,7 +160,7 @@ class Store(Protocol):
 
 # -- rows ------------------------------------------------------------------------------
 def _pack_row(key: str, value: Any) -> tuple[str, bytes, int]:
-    body = msgpack.packb(value, use_bin_type=True)
+    body = pack(value)
     return key, body, zlib.crc32(body, zlib.crc32(key.encode()))
 
 

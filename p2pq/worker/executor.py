@@ -36,7 +36,7 @@ import sys
 import time
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from p2pq.worker._child import HEADER, encode_frame, one_line
 from p2pq.worker.outcome import STATUSES, Outcome, exit_text
@@ -365,6 +365,32 @@ class Executor:
 
     async def run(self, run_id: str, spec: dict, timeout_s: float | None) -> Outcome:
         """Run one task to its end. Never raises for the task's failures."""
+        run = self._begin(run_id, spec, timeout_s)
+        if isinstance(run, Outcome):
+            return run
+        try:
+            return await run.job
+        except asyncio.CancelledError:
+            if run.reason is None or _being_cancelled():
+                raise
+            return run.aborted()
+
+    def submit(self, run_id: str, spec: dict, timeout_s: float | None,
+               on_done: Callable[[Outcome], None]) -> None:
+        """Start one task; `on_done(outcome)` is called (on the loop) when it ends.
+
+        run() without a coroutine of the caller's to await it: the node
+        starts every task this way, one asyncio task per run instead of two.
+        """
+        run = self._begin(run_id, spec, timeout_s)
+        if isinstance(run, Outcome):
+            asyncio.get_running_loop().call_soon(on_done, run)
+        else:
+            assert run.job is not None
+            run.job.add_done_callback(lambda job: on_done(_ended(run, job)))
+
+    def _begin(self, run_id: str, spec: dict, timeout_s: float | None) -> _Run | Outcome:
+        """Check the spec and start the run's job; an Outcome instead if it cannot start."""
         if self._state == "new":
             raise RuntimeError("Executor.run() before start()")
         if self._state == "closed":
@@ -381,12 +407,7 @@ class Executor:
         run = self._runs[run_id] = _Run(run_id, timeout_s)
         run.job = asyncio.get_running_loop().create_task(self._job(run, task))
         run.job.add_done_callback(lambda _job: self._runs.pop(run_id, None))
-        try:
-            return await run.job
-        except asyncio.CancelledError:
-            if run.reason is None or _being_cancelled():
-                raise
-            return run.aborted()
+        return run
 
     def cancel(self, run_id: str) -> bool:
         """Kill a waiting or running task; its run() returns "cancelled"."""
@@ -463,6 +484,17 @@ class Executor:
                                stderr=tail_text(traceback_text, self._output_cap_bytes))
         slot.replace()  # a garbled reply: trust nothing more from this child
         return Outcome("failed", error=f"worker protocol error: got {reply!r:.80}")
+
+
+def _ended(run: _Run, job: asyncio.Task[Outcome]) -> Outcome:
+    """How a submitted run's job ended, as an Outcome (never raises)."""
+    if job.cancelled():
+        return run.aborted() if run.reason is not None else Outcome("cancelled", error="executor closed")
+    exc = job.exception()
+    if exc is not None:  # a bug in the executor: the task fails, the node goes on (G5)
+        log.error("run %s failed in the executor", run.run_id, exc_info=exc)
+        return Outcome("failed", error=f"executor error: {one_line(exc)}")
+    return job.result()
 
 
 def _being_cancelled() -> bool:

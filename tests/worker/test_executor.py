@@ -573,3 +573,34 @@ def test_outcome_wire_carries_big_ints_exactly():
 def test_outcome_from_wire_rejects_garbage(bad):
     with pytest.raises(ValueError):
         Outcome.from_wire(bad)
+
+
+def submitted(executor, run_id, spec, timeout_s=None):
+    """Start a run with submit(); a future for the outcome its callback gets."""
+    outcome = asyncio.get_running_loop().create_future()
+    executor.submit(run_id, spec, timeout_s, outcome.set_result)
+    return outcome
+
+
+def test_submit_calls_back_with_each_outcome():
+    async def body(executor):
+        ok = submitted(executor, "ok", builtin("echo", "hi"))
+        bad = submitted(executor, "bad", {"kind": "builtin"})  # refused before it starts
+        late = submitted(executor, "late", builtin("sleep", 5), timeout_s=0.2)
+        return await asyncio.wait_for(asyncio.gather(ok, bad, late), 10)
+
+    ok, bad, late = with_executor(body, slots=2)
+    assert (ok.status, ok.value) == ("succeeded", "hi")
+    assert bad.status == "failed" and "invalid task spec" in bad.error
+    assert late.status == "timeout" and "timed out after 0.2 s" in late.error
+
+
+def test_submit_then_cancel_calls_back_cancelled():
+    async def body(executor):
+        outcome = submitted(executor, "long", builtin("sleep", 30))
+        await wait_for(lambda: executor.busy == 1, what="the task to start")
+        assert executor.cancel("long")
+        return await asyncio.wait_for(outcome, 10)
+
+    outcome = with_executor(body)
+    assert outcome.status == "cancelled"
