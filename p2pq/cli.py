@@ -106,6 +106,11 @@ def _parse_peer(ctx, param, values):
               help="Bully rank: the highest live node leads (ties: node id). Default: the one this "
                    "node's journal keeps, else 0.")
 @click.option("--slots", type=click.IntRange(0), default=None, help="Tasks run at once (default: CPU count).")
+@click.option("--prefetch", type=click.IntRange(0), default=8, show_default=True,
+              help="When this node leads: tasks per slot it sends a node ahead of a free slot while that "
+                   "node's tasks are short (they wait there, in order); 0 = off.")
+@click.option("--prefetch-below-ms", type=click.FloatRange(0), default=20.0, show_default=True,
+              help="What counts as short for --prefetch: a node's tasks take less than this on average.")
 @click.option("--replicas", type=click.IntRange(0), default=1, show_default=True,
               help="Followers holding every acknowledged task.")
 @click.option("--quorum", type=click.IntRange(0), default=0, show_default=True,
@@ -130,8 +135,8 @@ def _parse_peer(ctx, param, values):
 @click.option("--failure-timeout-ms", type=click.IntRange(50), default=1000, show_default=True)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
-def node(cluster_dir, data_dir, host, port, advertise, peers, no_mdns, mdns_interfaces, priority, slots, replicas,
-         quorum, http_port, http_host, node_id, durability, retain_finished, retain_finished_s, heartbeat_ms,
+def node(cluster_dir, data_dir, host, port, advertise, peers, no_mdns, mdns_interfaces, priority, slots, prefetch,
+         prefetch_below_ms, replicas, quorum, http_port, http_host, node_id, durability, retain_finished, retain_finished_s, heartbeat_ms,
          failure_timeout_ms, log_level):
     """Run a node: join (or found) the cluster, hold the queue, run tasks.
 
@@ -151,6 +156,7 @@ def node(cluster_dir, data_dir, host, port, advertise, peers, no_mdns, mdns_inte
     try:
         config = Config(heartbeat_interval_s=heartbeat_ms / 1000, failure_timeout_s=failure_timeout_ms / 1000,
                         replicas=replicas, quorum=quorum, slots=slots if slots is not None else (_os.cpu_count() or 1),
+                        prefetch=prefetch, prefetch_below_s=prefetch_below_ms / 1000,
                         retain_finished=retain_finished, retain_finished_s=retain_finished_s)
     except ValueError as exc:
         raise UserError(str(exc)) from None

@@ -90,6 +90,8 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
         self.followed_by: tuple[NodeId, ...] = ()
         # scheduling and execution
         self.assigned: dict[NodeId, dict[str, tuple[str, float]]] = {}
+        self.task_time_s: dict[NodeId, float] = {}  # leader: how long each node's tasks take
+        self.last_result_at: dict[NodeId, float] = {}
         self.executing: dict[str, TaskRecord] = {}
         self.unacked: dict[str, tuple[TaskRecord, float]] = {}
         self.attempt_counter = 0

@@ -16,6 +16,20 @@ Attempts are leases. An attempt goes back to the queue, ended as ``lost``:
   the node restarted) a failure timeout after it was dispatched.
 A lost attempt whose node was merely cut off may still finish later; then
 both attempts are in the history (G2: at-least-once, duplicates visible).
+
+Prefetch. A task that takes a millisecond would otherwise leave its slot
+idle for the whole round trip (result to the leader, commit, next dispatch)
+and cost every node a step of its own. So while a node's tasks are short,
+the leader counts ``prefetch`` more places per slot for it: those tasks wait
+at the node and start the moment a slot frees, and every step, message and
+journal commit carries several tasks. "Short": the gaps between the node's
+results, times its slots, average under ``prefetch_below_s``. That is a
+task's run time while the node has a queue, and run time plus round trip
+while it has none, so the measure never counts the wait that prefetch
+itself adds. The leader still hands out tasks in G4 order; a task
+dispatched later waits behind at most the node's prefetched ones, each
+short by this very measure. A node not yet timed (new, or a new leader) and
+a node running longer tasks get no more than their slots.
 """
 
 from __future__ import annotations
@@ -27,6 +41,9 @@ from .events import Note, RunTask, SetTimer, StopTask
 from .messages import CancelRun, Dispatch, Finished, FinishedAck, HeartbeatAck
 from .tasks import LOST, Attempt, TaskRecord
 from .types import NodeId, Role
+
+TASK_TIME_WEIGHT = 0.25  # of the newest sample in a node's moving average of its task time
+TASK_TIME_CAP_S = 1.0     # a longer gap between results counts as this (a node back from idle)
 
 if TYPE_CHECKING:
     from .node import NodeCore
@@ -59,15 +76,32 @@ class SchedulerMixin(_Base):
 
     def _free_slots(self) -> dict[NodeId, int]:
         free: dict[NodeId, int] = {}
-        mine = self.config.slots - len(self.assigned.get(self.id, ()))
+        mine = self._capacity(self.id, self.config.slots) - len(self.assigned.get(self.id, ()))
         if mine > 0:
             free[self.id] = mine
         for peer in self.peers.values():
             if peer.alive:
-                n = peer.slots - len(self.assigned.get(peer.node, ()))
+                n = self._capacity(peer.node, peer.slots) - len(self.assigned.get(peer.node, ()))
                 if n > 0:
                     free[peer.node] = n
         return free
+
+    def _capacity(self, node: NodeId, slots: int) -> int:
+        """Tasks a node may hold: its slots, and `prefetch` per slot while its tasks are short."""
+        if self.task_time_s.get(node, float("inf")) < self.config.prefetch_below_s:
+            return slots * (1 + self.config.prefetch)
+        return slots
+
+    def _time_result(self, node: NodeId) -> None:
+        """A result from `node`: update the moving average of how long its tasks take."""
+        last = self.last_result_at.get(node)
+        self.last_result_at[node] = self.now
+        if last is None:
+            return
+        slots = self.config.slots if node == self.id else self.peers[node].slots
+        sample = min(self.now - last, TASK_TIME_CAP_S) * max(1, slots)
+        old = self.task_time_s.get(node)
+        self.task_time_s[node] = sample if old is None else old + TASK_TIME_WEIGHT * (sample - old)
 
     def _start_attempt(self, record: TaskRecord, node: NodeId) -> None:
         self.attempt_counter += 1
@@ -116,7 +150,8 @@ class SchedulerMixin(_Base):
         self._merge(msg.record)
         for attempt in msg.record.attempts:
             if attempt.node == sender and not attempt.running:
-                self._unassign(sender, attempt.attempt_id)
+                if self._unassign(sender, attempt.attempt_id) is not None:
+                    self._time_result(sender)
                 self._await_commit("finished", (sender, attempt.attempt_id))
 
     def _on_finished_ack(self, msg: FinishedAck) -> None:
@@ -140,8 +175,9 @@ class SchedulerMixin(_Base):
         return tuple(self.executing) + tuple(self.unacked)
 
     # -- leader: leases -------------------------------------------------------------
-    def _unassign(self, node: NodeId, attempt_id: str) -> None:
-        self.assigned.get(node, {}).pop(attempt_id, None)
+    def _unassign(self, node: NodeId, attempt_id: str) -> tuple[str, float] | None:
+        """Drop a lease; returns it, (task id, dispatched at), if there was one."""
+        return self.assigned.get(node, {}).pop(attempt_id, None)
 
     def _note_running(self, task_id: str, attempt: Attempt) -> None:
         """Every running attempt a leader learns of is a lease it must watch."""
@@ -159,8 +195,8 @@ class SchedulerMixin(_Base):
                 self._lose_attempt(task_id, attempt_id)
 
     def _rebuild_assignments(self) -> None:
-        """A new leader learns who runs what from the merged table."""
-        self.assigned = {}
+        """A new leader learns who runs what from the merged table (and times nodes afresh)."""
+        self.assigned, self.task_time_s, self.last_result_at = {}, {}, {}
         for record in self.table.values():
             for attempt in record.running_attempts():
                 if attempt.node == self.id and attempt.attempt_id not in self.executing:

@@ -74,6 +74,13 @@ class Config:
     quorum                 0: available mode. N > 0: quorum mode for a cluster
                            of N nodes; a leader serves only with a majority.
     slots                  tasks this node runs at once.
+    prefetch               tasks per slot the leader may send a node ahead of
+                           a free slot, while that node's tasks are short;
+                           they wait at the node, in dispatch order. 0: off.
+    prefetch_below_s       "short": the node's tasks take under this on
+                           average (so a task queued behind prefetched ones
+                           waits at most about prefetch x prefetch_below_s
+                           more).
     retry_backoff_s        first retry delay; doubles per failure.
     retry_backoff_max_s    cap of the retry delay.
     max_batch              records per replication message.
@@ -89,6 +96,8 @@ class Config:
     replicas: int = 1
     quorum: int = 0
     slots: int = 1
+    prefetch: int = 8
+    prefetch_below_s: float = 0.02
     retry_backoff_s: float = 0.5
     retry_backoff_max_s: float = 30.0
     max_batch: int = 1024
@@ -106,6 +115,8 @@ class Config:
             raise ValueError("quorum must be 0 (off) or the cluster size")
         if self.slots < 0:
             raise ValueError("slots must be >= 0")
+        if self.prefetch < 0 or self.prefetch_below_s < 0:
+            raise ValueError("prefetch must be >= 0 tasks per slot and a time >= 0")
         if self.retain_finished < 0 or self.retain_finished_s <= 0:
             raise ValueError("retention must be >= 0 tasks and a positive age")
 

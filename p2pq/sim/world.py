@@ -19,6 +19,7 @@ method to call, and the set of live edges is cached on every topology change.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import heapq
 from heapq import heappush
@@ -56,6 +57,8 @@ class SimNode:
     disk_records: dict[str, TaskRecord] = field(default_factory=dict)
     disk_forgotten: dict[str, None] = field(default_factory=dict)  # tombstones of pruned tasks
     inbox: list = field(default_factory=list)   # events (timers as tuples) held while paused
+    running: set[str] = field(default_factory=set)  # attempts in a slot, as in Executor
+    waiting: collections.deque = field(default_factory=collections.deque)  # RunTasks for a slot, FIFO
     leadership: Leadership | None = None        # the LEADER interval now open
 
 
@@ -179,6 +182,8 @@ class World:
         self._end_leadership(node)
         node.alive = node.paused = False
         node.inbox.clear()
+        node.running.clear()
+        node.waiting.clear()
         node.incarnation += 1
         node.timers.clear()
         self.history.fault(self.now, "crash", node_id)
@@ -369,6 +374,14 @@ class World:
             self.history.ack_issued(self.now, node.id, body.get("term", ""))
 
     def _do_run(self, node: SimNode, command: RunTask) -> None:
+        """Start the task in a free slot, or queue it for one (first come, first served)."""
+        if len(node.running) < max(1, self.config.slots):
+            self._start_run(node, command)
+        else:
+            node.waiting.append(command)
+
+    def _start_run(self, node: SimNode, command: RunTask) -> None:
+        node.running.add(command.attempt_id)
         spec = command.spec
         duration = float(spec.args[0]) if spec.target == "sleep" and spec.args else self.task_duration_s
         record = node.core.executing.get(command.attempt_id)
@@ -382,10 +395,21 @@ class World:
         # A worker process dies with its node; a cancelled one has already ended.
         if node.alive and node.incarnation == incarnation and not self.history.execution_ended(attempt_id):
             self.history.execution_end(attempt_id, self.now, SUCCEEDED)
+            self._free_slot(node, attempt_id)
             self._feed(node, TaskCompleted(task_id, attempt_id, SUCCEEDED, {"value": None}, self.now))
 
+    def _free_slot(self, node: SimNode, attempt_id: str) -> None:
+        node.running.discard(attempt_id)
+        if node.waiting and len(node.running) < max(1, self.config.slots):
+            self._start_run(node, node.waiting.popleft())
+
     def _do_stop(self, node: SimNode, command: StopTask) -> None:
-        self.history.execution_end(command.attempt_id, self.now, CANCELLED)
+        queued = next((c for c in node.waiting if c.attempt_id == command.attempt_id), None)
+        if queued is not None:
+            node.waiting.remove(queued)  # never started: nothing ran
+        else:
+            self.history.execution_end(command.attempt_id, self.now, CANCELLED)
+            self._free_slot(node, command.attempt_id)
         event = TaskCompleted(command.task_id, command.attempt_id, CANCELLED, None, self.now)
         self._schedule(self.now, self._feed_if, (node, node.incarnation, event, "TaskCompleted"))
 

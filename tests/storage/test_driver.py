@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 from p2pq.core.events import PersistTerm, Send
 from p2pq.core.types import Term
-from p2pq.net.node import NodeRuntime
+from p2pq.net.node import NodeRuntime, StepLoad
 
 
 def released_early(waits: bool) -> tuple[bool, list]:
@@ -119,3 +119,16 @@ def test_the_pump_stops_the_node_and_says_nothing_when_its_commit_failed():
     before, after, failure = pumped(waits=True, held=failed)
     assert before == [] and after == []
     assert "disk full" in str(failure)
+
+
+def test_steps_linger_only_under_load():
+    load = StepLoad()
+    for _ in range(100):
+        load.took(1)  # a lone client: one event per step
+    assert not load.busy
+    for _ in range(10):
+        load.took(4)  # results, dispatches and acks arriving together
+    assert load.busy
+    for _ in range(30):
+        load.took(1)
+    assert not load.busy  # the load went away: no more waiting
