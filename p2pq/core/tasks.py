@@ -252,6 +252,8 @@ class TaskTable:
         self.records: dict[str, TaskRecord] = {}
         self._heap: list[tuple[int, tuple[int, int], str]] = []
         self._queued: set[str] = set()
+        # (finished at, id) of every finished task, oldest first; checked when popped
+        self._finished: list[tuple[float, str]] = []
         self.counts: dict[TaskState, int] = {s: 0 for s in TaskState}
 
     def __len__(self) -> int:
@@ -274,6 +276,8 @@ class TaskTable:
             self.counts[old.state] -= 1
         state = new.state
         self.counts[state] += 1
+        if state.terminal and (old is None or not old.state.terminal):
+            heapq.heappush(self._finished, (new.finished_at(), new.task_id))
         if state is TaskState.QUEUED and record.task_id not in self._queued:
             self._queued.add(record.task_id)
             heapq.heappush(self._heap, (new.spec.priority, new.seq, new.task_id))
@@ -305,6 +309,32 @@ class TaskTable:
         for entry in deferred:
             heapq.heappush(self._heap, entry)
         return found, next_at
+
+    def oldest_finished(self, keep: int, before: float) -> list[str]:
+        """The finished tasks beyond the newest `keep` or finished before `before`, oldest first.
+
+        They leave this index (the caller removes them from the table); an
+        entry whose task is gone is dropped, one whose task finished again
+        later (a second attempt) moves to its new place.
+        """
+        finished = sum(n for state, n in self.counts.items() if state.terminal)
+        victims: list[str] = []
+        heap = self._finished
+        while heap:
+            at, task_id = heap[0]
+            record = self.records.get(task_id)
+            if record is None:
+                heapq.heappop(heap)
+                continue
+            now_at = record.finished_at()
+            if now_at != at:
+                heapq.heapreplace(heap, (now_at, task_id))
+                continue
+            if finished - len(victims) <= keep and at >= before:
+                break
+            heapq.heappop(heap)
+            victims.append(task_id)
+        return victims
 
     def requeue(self, record: TaskRecord) -> None:
         """Put a task back in the heap (its record says queued again)."""

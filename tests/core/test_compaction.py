@@ -89,3 +89,16 @@ def test_under_faults_a_small_retention_keeps_tables_bounded_and_loses_nothing()
                       and (core.table.get(t) is None or not core.table.get(t).state.terminal)]
         assert not unfinished, f"seed {seed}: lost {unfinished[:5]}"
         assert len(acked) > 200 and len(core.table) <= 20 + 40  # bounded, give or take a prune interval
+
+
+def test_a_task_that_finishes_again_later_is_pruned_by_its_last_end():
+    n3 = leader(Config(retain_finished=4, slots=0))
+    # t0 ended first, but a second attempt (a duplicate run) ended after all the others
+    again = finished("t0", 1.0).with_attempt(Attempt("2.n3.t0", "n1", 1.5, 9.0, SUCCEEDED))
+    recv(n3, "n1", StateOffer(n3.term, (again,), ()), 1.3)
+    recv(n3, "n1", HeartbeatAck(n3.term, 0, ()), 1.3)
+    recv(n3, "n2", HeartbeatAck(n3.term, 0, ()), 1.3)
+    finished_now = [r.task_id for r in n3.table.values() if r.state.terminal]
+    assert len(finished_now) == 5
+    out = n3.handle(TimerFired("tick"), 1.4)
+    assert of(out, ForgetRecords) == [ForgetRecords(("t1",))]  # not t0: it finished last
