@@ -3,7 +3,8 @@
 It shows the whole idea in under a minute: the nodes form a cluster, the
 leader is killed with SIGKILL while tasks run, another node takes over
 within about a second, and every acknowledged task still finishes; tasks
-that were running on the dead node show a second attempt in their history.
+that the dead node held (running, or waiting there for a slot) show a
+second attempt in their history.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def _finish(console: Console, cluster: LocalCluster, via: int, ids: list[str], d
     ok = len(done) == len(ids) and all(t["state"] == "succeeded" for t in done.values())
     style = "bold green" if ok else "bold red"
     console.print(f"[{style}]{len(done)}/{len(ids)} tasks finished[/], none lost; "
-                  f"{len(rerun)} were running on {dead} and ran again elsewhere:")
+                  f"{len(rerun)} were held by {dead} (running or waiting for a slot) and ran again elsewhere:")
     for t in rerun[:5]:
         history = ", ".join(f"{a['node']}: {a['outcome']}" for a in t["attempts"])
         console.print(f"  {t['id']} {t['target']}  attempts: {history}")
