@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from p2pq.core.events import ClientRequested
+from p2pq.core.events import ClientRequested, TimerFired
 from p2pq.core.messages import Dispatch, Finished, HeartbeatAck, Submit
-from p2pq.core.tasks import SUCCEEDED, Attempt, TaskSpec
+from p2pq.core.tasks import LOST, SUCCEEDED, Attempt, TaskSpec, TaskState
 from p2pq.core.types import Config
 
 from helpers import recv, sends
@@ -72,3 +72,17 @@ def test_prefetch_zero_is_one_task_per_slot():
         dispatches = sends(out, Dispatch, to="n1")
         assert len(dispatches) == 1
         out = finish(n3, dispatches, 2.101 + i / 1000)
+
+
+def test_the_prefetched_tasks_of_a_dead_node_go_back_to_the_queue_with_their_lost_attempts():
+    n3 = leader(Config(slots=0, prefetch=4, prefetch_below_s=0.02))
+    _, out = warm(n3)
+    held = [d.record.task_id for d in sends(out, Dispatch, to="n1")]
+    assert len(held) == 5  # one in its slot, four waiting there
+    recv(n3, "n2", HeartbeatAck(n3.term, 0, ()), 3.0)
+    n3.handle(TimerFired("tick"), 3.2)  # n1 silent since 2.110: dead
+    for task_id in held:
+        record = n3.table.get(task_id)
+        assert record.state is TaskState.QUEUED
+        assert [a.outcome for a in record.attempts] == [LOST]  # G2: the attempt stays in the history
+    assert n3.assigned.get("n1", {}) == {}
