@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .core import schema
 
 
 class UserError(click.ClickException):
@@ -38,6 +39,22 @@ NODE = click.option("--node", envvar="P2PQ_NODE", default=None, metavar="HOST:PO
                     help="The node to talk to (default: 127.0.0.1:7470; env P2PQ_NODE). "
                          "Any node will do: it forwards to the leader.")
 JSON = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+# The limits of docs/api.md, so that a bad value gets click's one clear line.
+INT64 = click.IntRange(schema.INT64_MIN, schema.INT64_MAX)
+
+
+def _check_id(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        return schema.ident(value, param.human_readable_name)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _dumps(value) -> str:
+    """JSON for people and scripts; a value JSON cannot hold (bytes) is shown as text, never a traceback."""
+    return json.dumps(value, indent=2, default=lambda v: v.hex() if isinstance(v, bytes) else str(v))
 
 
 def _cluster_dir(path: Path | None) -> Path:
@@ -102,7 +119,7 @@ def _parse_peer(ctx, param, values):
 @click.option("--no-mdns", is_flag=True, help="Do not use mDNS discovery (rely on --peer and gossip).")
 @click.option("--mdns-interface", "mdns_interfaces", multiple=True, metavar="ADDR|NAME",
               help="Announce and browse only on this interface (repeatable; default: all).")
-@click.option("--priority", type=int, default=None,
+@click.option("--priority", type=INT64, default=None,
               help="Bully rank: the highest live node leads (ties: node id). Default: the one this "
                    "node's journal keeps, else 0.")
 @click.option("--slots", type=click.IntRange(0), default=None, help="Tasks run at once (default: CPU count).")
@@ -119,7 +136,7 @@ def _parse_peer(ctx, param, values):
               help="Serve the HTTP API and dashboard on this port.")
 @click.option("--http-host", default="127.0.0.1", show_default=True,
               help="Address of the HTTP server (0.0.0.0 exposes it to the network).")
-@click.option("--node-id", default=None,
+@click.option("--node-id", default=None, callback=_check_id,
               help="Stable node id (default: the one this node's journal keeps, else HOSTNAME-PORT).")
 @click.option("--durability", type=click.Choice(["memory", "written", "fsync"]), default="written",
               show_default=True,
@@ -200,13 +217,15 @@ def _call(fn, *args, **kwargs):
 @main.command(cls=_SubmitCommand, context_settings={"ignore_unknown_options": False})
 @NODE
 @CLUSTER_DIR
-@click.option("--priority", type=int, default=5, show_default=True, help="Urgency: 1 runs before 5.")
-@click.option("--retries", type=click.IntRange(0), default=0, show_default=True,
+@click.option("--priority", type=INT64, default=5, show_default=True, help="Urgency: 1 runs before 5.")
+@click.option("--retries", type=click.IntRange(0, schema.MAX_RETRIES), default=0, show_default=True,
               help="Extra attempts after a failure (with backoff).")
-@click.option("--timeout", "timeout_s", type=click.FloatRange(0, min_open=True), default=None,
-              help="Kill the task after this many seconds.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(0, schema.MAX_TIMEOUT_S, min_open=True), default=None,
+              help="Kill the task after this many seconds (at most 30 days).")
 @click.option("--cwd", default=None, help="Working directory of a shell command.")
-@click.option("--id", "task_id", default=None, help="Choose the task id (a retried submit is idempotent).")
+@click.option("--id", "task_id", default=None, callback=_check_id,
+              help="Choose the task id (a retried submit is idempotent): up to 200 letters, digits "
+                   "and . _ : @ + = ~ -.")
 @click.option("--wait", is_flag=True, help="Wait for the task to finish and print its result.")
 @JSON
 @click.argument("task")
@@ -239,8 +258,8 @@ def submit(ctx, node, cluster_dir, priority, retries, timeout_s, cwd, task_id, w
         tid = reply["ids"][0]
         result = _call(client.result, tid, wait=True) if wait else None
     if as_json:
-        click.echo(json.dumps({"id": tid, "replicated": reply["replicated"], "leader": reply["leader"],
-                               "term": reply["term"], **({"task": result} if result else {})}, indent=2))
+        click.echo(_dumps({"id": tid, "replicated": reply["replicated"], "leader": reply["leader"],
+                           "term": reply["term"], **({"task": result} if result else {})}))
         return
     note = "" if reply["replicated"] else "  (unreplicated: a cluster of one node)"
     click.echo(f"{tid}{note}")
@@ -261,7 +280,7 @@ def _print_result(task: dict) -> None:
     result = task.get("result") or {}
     click.echo(f"state: {task['state']}")
     if "value" in result and result.get("value") is not None:
-        click.echo(f"value: {json.dumps(result['value'])}")
+        click.echo(f"value: {json.dumps(result['value'], default=str)}")
     for stream in ("stdout", "stderr"):
         if result.get(stream):
             click.echo(f"{stream}:\n{result[stream].rstrip()}")
@@ -279,7 +298,7 @@ def status(node, cluster_dir, as_json, task_id):
     with _client(node, cluster_dir) as client:
         task = _call(client.status, task_id)
     if as_json:
-        click.echo(json.dumps(task, indent=2))
+        click.echo(_dumps(task))
         return
     from rich.console import Console
     from rich.table import Table
@@ -301,7 +320,8 @@ def _clock(t) -> str:
 @NODE
 @CLUSTER_DIR
 @click.option("--wait", is_flag=True, help="Wait until the task has finished.")
-@click.option("--timeout", "timeout_s", type=float, default=None, help="With --wait: give up after S seconds.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(0, schema.MAX_TIMEOUT_S), default=None,
+              help="With --wait: give up after S seconds.")
 @JSON
 @click.argument("task_id")
 def result(node, cluster_dir, wait, timeout_s, as_json, task_id):
@@ -309,7 +329,7 @@ def result(node, cluster_dir, wait, timeout_s, as_json, task_id):
     with _client(node, cluster_dir) as client:
         task = _call(client.result, task_id, wait=wait, timeout_s=timeout_s)
     if as_json:
-        click.echo(json.dumps(task, indent=2))
+        click.echo(_dumps(task))
         return
     _print_result(task)
     if task["state"] in ("failed", "cancelled"):
@@ -327,7 +347,7 @@ def ls(node, cluster_dir, state, limit, as_json):
     with _client(node, cluster_dir) as client:
         listing = _call(client.list, state, limit)
     if as_json:
-        click.echo(json.dumps(listing, indent=2))
+        click.echo(_dumps(listing))
         return
     from rich.console import Console
     from rich.table import Table
@@ -348,7 +368,7 @@ def cancel(node, cluster_dir, as_json, task_id):
     """Cancel a task (a running one is killed)."""
     with _client(node, cluster_dir) as client:
         reply = _call(client.cancel, task_id)
-    click.echo(json.dumps(reply, indent=2) if as_json else f"{task_id}: {reply['state']}")
+    click.echo(_dumps(reply) if as_json else f"{task_id}: {reply['state']}")
 
 
 @main.command()
@@ -361,7 +381,7 @@ def peers(node, cluster_dir, as_json):
         view = _call(client.peers)
     if as_json:
         view.pop("type", None), view.pop("req", None), view.pop("ok", None)
-        click.echo(json.dumps(view, indent=2))
+        click.echo(_dumps(view))
         return
     from rich.console import Console
     from rich.table import Table

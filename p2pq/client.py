@@ -22,7 +22,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterable
 
-from p2pq.core.messages import (Cancel, Query, Submit, Wait, spec_to_wire, to_wire)
+from p2pq.core import schema
+from p2pq.core.messages import Cancel, Query, Submit, Wait, decode_client_request, spec_to_wire, to_wire
 from p2pq.core.tasks import TaskSpec
 
 DEFAULT_PORT = 7470
@@ -36,6 +37,13 @@ class P2PQError(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class InvalidRequest(P2PQError, ValueError):
+    """A request that breaks the rules of docs/api.md; refused before it is sent (code "invalid")."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("invalid", message)
 
 
 def parse_address(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
@@ -53,6 +61,9 @@ def make_spec(target: str, args: Iterable[Any] = (), *, kind: str | None = None,
               retries: int = 0, timeout_s: float | None = None, cwd: str | None = None,
               env: dict | None = None, kwargs: dict | None = None) -> TaskSpec:
     """A task spec; the kind is guessed: 'pkg.mod:fn' is python, else built-in."""
+    if not isinstance(target, str):
+        raise InvalidRequest(f"a task's target must be a string (a built-in name, pkg.mod:fn or a "
+                             f"command), got {type(target).__name__}")
     kind = kind or ("python" if ":" in target else "builtin")
     options: dict[str, Any] = {}
     if kwargs:
@@ -61,8 +72,11 @@ def make_spec(target: str, args: Iterable[Any] = (), *, kind: str | None = None,
         options["cwd"] = cwd
     if env:
         options["env"] = env
-    spec = TaskSpec(kind, target, tuple(args), priority, retries, timeout_s, options)
-    spec.validate()
+    try:
+        spec = TaskSpec(kind, target, tuple(args), priority, retries, timeout_s, options)
+        spec.validate()
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest(str(exc)) from None
     return spec
 
 
@@ -76,9 +90,12 @@ class AsyncClient:
     def __init__(self, node: str | None = None, *, cluster_dir: str | Path | None = None,
                  timeout_s: float = 15.0) -> None:
         from p2pq.net.pki import default_cluster_dir
-        self.address = parse_address(node or os.environ.get("P2PQ_NODE") or f"127.0.0.1:{DEFAULT_PORT}")
+        try:
+            self.address = parse_address(node or os.environ.get("P2PQ_NODE") or f"127.0.0.1:{DEFAULT_PORT}")
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
         self.cluster_dir = Path(cluster_dir or os.environ.get("P2PQ_CLUSTER_DIR") or default_cluster_dir())
-        self.timeout_s = timeout_s
+        self.timeout_s = _seconds(timeout_s, "timeout_s")
         self._channel = None
         self._identity = None
         self._lock = asyncio.Lock()
@@ -112,10 +129,15 @@ class AsyncClient:
 
     async def request(self, message: Any, *, deadline_s: float | None = None,
                       retry: Iterable[str] = RETRYABLE) -> dict:
-        """Send a request, retrying what the cluster calls transient until the deadline."""
-        from p2pq.net.transport import ChannelClosed, RequestTimeout
+        """Send a request, retrying what the cluster calls transient until the deadline.
+
+        The request is checked first exactly as the node will check it
+        (InvalidRequest); every failure is a P2PQError with one clear line.
+        """
+        from p2pq.net.transport import ChannelClosed, RequestTimeout, TransportError
+        wire = _checked_wire(message)
         deadline = time.monotonic() + (self.timeout_s if deadline_s is None else deadline_s)
-        wire, delay, last = to_wire(message), 0.02, "no answer"
+        delay, last = 0.02, "no answer"
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -127,6 +149,8 @@ class AsyncClient:
             except (ChannelClosed, RequestTimeout) as exc:
                 last = str(exc)
                 await self.close()
+            except TransportError as exc:  # the request itself cannot be sent (too large)
+                raise P2PQError("too_large", str(exc)) from None
             except P2PQError as exc:
                 if exc.code != "unreachable":
                     raise
@@ -157,6 +181,8 @@ class AsyncClient:
 
     async def wait(self, task_id: str, timeout_s: float | None = None) -> dict:
         """Block until the task is finished; returns the task view."""
+        if timeout_s is not None:
+            timeout_s = _seconds(timeout_s, "timeout_s")
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
             remaining = None if deadline is None else deadline - time.monotonic()
@@ -185,6 +211,26 @@ class AsyncClient:
 
     async def stats(self) -> dict:
         return await self.request(Query("stats"))
+
+
+def _checked_wire(message: Any) -> dict:
+    """The wire form of a request, checked by the node's own decoder; InvalidRequest if it fails."""
+    try:
+        wire = to_wire(message)
+        decode_client_request(wire)
+    except InvalidRequest:
+        raise
+    except Exception as exc:  # DecodeError, or a value to_wire cannot even take apart
+        raise InvalidRequest(str(exc) if isinstance(exc, ValueError) else
+                             f"malformed request: {type(exc).__name__}: {exc}") from None
+    return wire
+
+
+def _seconds(value: Any, what: str) -> float:
+    try:
+        return schema.number(value, what, 0.0, schema.MAX_TIMEOUT_S)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
 
 
 class Client:
@@ -239,5 +285,5 @@ class Client:
         return self._call(self._async.stats())
 
 
-__all__ = ["Client", "AsyncClient", "P2PQError", "make_spec", "parse_address", "new_task_id",
+__all__ = ["Client", "AsyncClient", "P2PQError", "InvalidRequest", "make_spec", "parse_address", "new_task_id",
            "spec_to_wire"]

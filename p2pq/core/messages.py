@@ -2,22 +2,22 @@
 
 Every message is a frozen dataclass with a ``TYPE`` tag. ``to_wire`` turns
 one into a plain dict (msgpack-able: str, int, float, bool, None, list,
-dict) and ``from_wire`` back; an unknown type or a malformed field raises
-``DecodeError`` so the transport can close the connection with a reason
-(G5) instead of crashing.
+dict) and ``from_wire`` back. ``from_wire`` is the edge of the cluster
+(G5): every field is checked for type and range as it is decoded (the rules
+are in schema.py), so an unknown type, a missing or malformed field, an
+out-of-range number or a too-deep value raises ``DecodeError`` with one line
+naming the field, and is answered ``invalid``; it never reaches the core.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Callable, ClassVar
 
-from .tasks import Attempt, TaskRecord, TaskSpec
+from . import schema
+from .schema import DecodeError
+from .tasks import Attempt, TaskRecord, TaskSpec, TaskState, check_spec
 from .types import NodeId, Term
-
-
-class DecodeError(ValueError):
-    """A frame that is not a well-formed p2pq message."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +218,14 @@ class Wait:
 CLIENT_REQUESTS = (Submit, Cancel, Query, Wait)
 
 # -- wire codec -------------------------------------------------------------------
+#
+# Encoders turn a message's fields into plain values; decoders check each
+# plain value (schema.py) and build the field. A decoder raises DecodeError
+# and never anything else; from_wire adds the message type and field name.
+
+OUTCOMES = (None, "succeeded", "failed", "timeout", "cancelled", "lost")
+QUERIES = ("task", "list", "stats", "peers")
+_STATES = tuple(s.value for s in TaskState)
 
 
 def spec_to_wire(s: TaskSpec) -> dict:
@@ -225,18 +233,41 @@ def spec_to_wire(s: TaskSpec) -> dict:
             "retries": s.retries, "timeout_s": s.timeout_s, "options": s.options}
 
 
-def spec_from_wire(d: dict) -> TaskSpec:
+def spec_from_wire(d: Any) -> TaskSpec:
+    if type(d) is not dict:
+        raise DecodeError(f"a task spec must be a map, got {schema._show(d)}")
     get = d.get
-    return TaskSpec(d["kind"], d["target"], tuple(get("args", ())), int(get("priority", 5)),
-                    int(get("retries", 0)), get("timeout_s"), dict(get("options") or {}))
+    kind, target, args = get("kind"), get("target"), get("args", ())
+    priority, retries, timeout_s = get("priority", 5), get("retries", 0), get("timeout_s")
+    options = get("options")
+    if options is None:
+        options = {}
+    check_spec(kind, target, args, priority, retries, timeout_s, options)
+    if type(timeout_s) is int:
+        timeout_s = float(timeout_s)
+    return TaskSpec(kind, target, tuple(args), priority, retries, timeout_s, dict(options))
 
 
 def attempt_to_wire(a: Attempt) -> list:
     return [a.attempt_id, a.node, a.started_at, a.ended_at, a.outcome, a.result]
 
 
-def attempt_from_wire(v: list) -> Attempt:
+def attempt_from_wire(v: Any) -> Attempt:
+    if type(v) is not list and type(v) is not tuple or len(v) != 6:
+        raise DecodeError("an attempt must be a list of 6 fields")
     attempt_id, node, started_at, ended_at, outcome, result = v
+    schema.ident(attempt_id, "attempt id")
+    schema.ident(node, "an attempt's node")
+    started_at = schema.number(started_at, "started_at")
+    if ended_at is not None:
+        ended_at = schema.number(ended_at, "ended_at")
+    if outcome not in OUTCOMES:
+        raise DecodeError(f"outcome must be one of {', '.join(map(str, OUTCOMES))}, got {schema._show(outcome)}")
+    if (ended_at is None) != (outcome is None):
+        raise DecodeError("an attempt has an outcome exactly when it has ended")
+    if result is not None:
+        schema.mapping(result, "result")
+        schema.json_value(result, "result", schema.MAX_RESULT_DEPTH, finite=False)
     return Attempt(attempt_id, node, started_at, ended_at, outcome, result)
 
 
@@ -245,42 +276,166 @@ def record_to_wire(r: TaskRecord) -> list:
             [attempt_to_wire(a) for a in r.attempts], r.cancelled]
 
 
-def record_from_wire(v: list) -> TaskRecord:
+def record_from_wire(v: Any) -> TaskRecord:
+    if type(v) is not list and type(v) is not tuple or len(v) != 6:
+        raise DecodeError("a task record must be a list of 6 fields")
     task_id, spec, seq, submitted_at, attempts, cancelled = v
-    return TaskRecord(task_id, spec_from_wire(spec), (int(seq[0]), int(seq[1])), submitted_at,
-                      tuple([attempt_from_wire(a) for a in attempts]), bool(cancelled))
+    schema.ident(task_id, "task id")
+    try:
+        decoded_spec = spec_from_wire(spec)
+    except DecodeError as exc:
+        raise DecodeError(f"task {task_id}: {exc}") from None
+    if type(seq) is not list and type(seq) is not tuple or len(seq) != 2:
+        raise DecodeError("seq must be a pair of integers")
+    seq = (schema.integer(seq[0], "seq"), schema.integer(seq[1], "seq"))
+    submitted_at = schema.number(submitted_at, "submitted_at")
+    schema.items(attempts, "attempts")
+    return TaskRecord(task_id, decoded_spec, seq, submitted_at,
+                      tuple([attempt_from_wire(a) for a in attempts]), schema.boolean(cancelled, "cancelled"))
 
 
 def _member_to_wire(m: Member) -> list:
     return [m.node, m.priority, list(m.address) if m.address else None, m.alive, m.slots, m.running]
 
 
-def _member_from_wire(v: list) -> Member:
+def _member_from_wire(v: Any) -> Member:
+    if type(v) is not list and type(v) is not tuple or len(v) != 6:
+        raise DecodeError("a member must be a list of 6 fields")
     node, priority, address, alive, slots, running = v
-    return Member(node, priority, tuple(address) if address else None, alive, slots, running)
+    return Member(schema.ident(node, "node"), schema.integer(priority, "priority"), _address(address),
+                  schema.boolean(alive, "alive"), _slots(slots),
+                  schema.integer(running, "running", 0))
+
+
+def _address(v: Any) -> tuple | None:
+    if v is None:
+        return None
+    if type(v) is not list and type(v) is not tuple or len(v) != 2:
+        raise DecodeError("an address must be [host, port]")
+    return (schema.text(v[0], "host", schema.MAX_HOST_CHARS), schema.integer(v[1], "port", 0, 65535))
+
+
+def _slots(v: Any) -> int:
+    return schema.integer(v, "slots", 0, schema.MAX_SLOTS)
+
+
+def _term(v: Any) -> Term:
+    if type(v) is not list and type(v) is not tuple or len(v) != 2:
+        raise DecodeError("a term must be [number, node]")
+    return Term(schema.integer(v[0], "term number", 0), schema.optional_ident(v[1], "term node"))
+
+
+def _records(v: Any) -> tuple[TaskRecord, ...]:
+    return tuple([record_from_wire(r) for r in schema.items(v, "records")])
+
+
+def _members(v: Any) -> tuple[Member, ...]:
+    return tuple([_member_from_wire(m) for m in schema.items(v, "members")])
+
+
+def _running(v: Any) -> tuple[tuple[str, Attempt], ...]:
+    out = []
+    for pair in schema.items(v, "running"):
+        if type(pair) is not list and type(pair) is not tuple or len(pair) != 2:
+            raise DecodeError("running entries must be [task id, attempt]")
+        out.append((schema.ident(pair[0], "task id"), attempt_from_wire(pair[1])))
+    return tuple(out)
+
+
+def _submitted(v: Any) -> tuple[tuple[str, TaskSpec], ...]:
+    tasks = schema.items(v, "tasks", schema.MAX_SUBMIT_TASKS)
+    if not tasks:
+        raise DecodeError("a submit needs at least one task")
+    out = []
+    for i, pair in enumerate(tasks):
+        if type(pair) is not list and type(pair) is not tuple or len(pair) != 2:
+            raise DecodeError(f"task {i} must be [id, spec]")
+        try:
+            out.append((schema.optional_ident(pair[0], "task id"), spec_from_wire(pair[1])))
+        except DecodeError as exc:
+            raise DecodeError(f"task {i}: {exc}" if len(tasks) > 1 else str(exc)) from None
+    return tuple(out)
+
+
+def _query_params(v: Any) -> dict:
+    """A query's parameters, checked; the known ones only (the what is checked by Query)."""
+    params = schema.mapping(v, "params", 16)
+    out: dict[str, Any] = {}
+    if "id" in params:
+        out["id"] = schema.ident(params["id"], "id")
+    if params.get("state") is not None:
+        if params["state"] not in _STATES:
+            raise DecodeError(f"state must be one of {', '.join(_STATES)}, got {schema._show(params['state'])}")
+        out["state"] = params["state"]
+    if params.get("offset") is not None:
+        out["offset"] = schema.integer(params["offset"], "offset", 0, schema.MAX_OFFSET)
+    if params.get("limit") is not None:
+        out["limit"] = schema.integer(params["limit"], "limit", 1, schema.MAX_PAGE)
+    return out
+
+
+def _body(v: Any) -> dict:
+    schema.mapping(v, "body")
+    schema.json_value(v, "body", schema.MAX_BODY_DEPTH, finite=False)
+    return v
+
+
+def _client_request(v: Any) -> Any:
+    """A client request inside a Forward: never another Forward (no nesting at all)."""
+    return decode_client_request(v)
+
+
+def _ident_field(what: str) -> Callable[[Any], str]:
+    return lambda v: schema.ident(v, what)
+
+
+def _int_field(what: str, low: int = schema.INT64_MIN, high: int = schema.INT64_MAX) -> Callable[[Any], int]:
+    return lambda v: schema.integer(v, what, low, high)
+
+
+def _ids_field(what: str) -> Callable[[Any], tuple[str, ...]]:
+    return lambda v: schema.id_list(v, what)
 
 
 _Codec = tuple[Callable[[Any], Any], Callable[[Any], Any]]
-_ident: _Codec = (lambda v: v, lambda v: v)
+_list_of = lambda enc: lambda xs: [enc(x) for x in xs]  # noqa: E731
+# Encoders and decoders by field annotation; _FIELD_CODECS below overrides by field.
+_same = lambda v: v  # noqa: E731
 _CODECS: dict[str, _Codec] = {
-    "Term": (list, lambda v: Term(int(v[0]), str(v[1]))),
-    "TaskSpec": (spec_to_wire, spec_from_wire),
+    "Term": (list, _term),
     "TaskRecord": (record_to_wire, record_from_wire),
-    "Attempt": (attempt_to_wire, attempt_from_wire),
-    "tuple[TaskRecord, ...]": (lambda rs: [record_to_wire(r) for r in rs],
-                               lambda v: tuple([record_from_wire(r) for r in v])),
-    "tuple[Member, ...]": (lambda ms: [_member_to_wire(m) for m in ms],
-                           lambda v: tuple(_member_from_wire(m) for m in v)),
-    "tuple[tuple[str, Attempt], ...]": (lambda rs: [[t, attempt_to_wire(a)] for t, a in rs],
-                                        lambda v: tuple((t, attempt_from_wire(a)) for t, a in v)),
-    "tuple[tuple[str, TaskSpec], ...]": (lambda ts: [[t, spec_to_wire(s)] for t, s in ts],
-                                         lambda v: tuple((t, spec_from_wire(s)) for t, s in v)),
-    "tuple[NodeId, ...]": (list, tuple),
-    "tuple[str, ...]": (list, tuple),
-    "tuple | None": (lambda v: list(v) if v is not None else None,
-                     lambda v: tuple(v) if v is not None else None),
-    "Any": (lambda m: to_wire(m), lambda v: from_wire(v)),
+    "tuple[TaskRecord, ...]": (_list_of(record_to_wire), _records),
+    "tuple[Member, ...]": (_list_of(_member_to_wire), _members),
+    "tuple[tuple[str, Attempt], ...]": (lambda rs: [[t, attempt_to_wire(a)] for t, a in rs], _running),
+    "tuple[tuple[str, TaskSpec], ...]": (lambda ts: [[t, spec_to_wire(s)] for t, s in ts], _submitted),
+    "tuple[NodeId, ...]": (list, _ids_field("node ids")),
+    "tuple[str, ...]": (list, _ids_field("ids")),
+    "tuple | None": (lambda v: list(v) if v is not None else None, _address),
+    "Any": (lambda m: to_wire(m), _client_request),
+    "dict": (_same, _body),
 }
+# Plain fields, checked under their own names.
+_PLAIN: dict[str, Callable[[str], Callable[[Any], Any]]] = {
+    "NodeId": _ident_field, "str": _ident_field, "int": _int_field,
+    "bool": lambda name: lambda v: schema.boolean(v, name),
+    "float": lambda name: lambda v: schema.number(v, name),
+}
+_FIELD_CODECS: dict[tuple[str, str], _Codec] = {
+    ("join", "slots"): (_same, _slots),
+    ("heartbeat_ack", "slots"): (_same, _slots),
+    ("append", "prev_index"): (_same, _int_field("prev_index", -1)),
+    ("append", "last_index"): (_same, _int_field("last_index", 0)),
+    ("append_ack", "index"): (_same, _int_field("index", -1)),
+    ("query", "what"): (_same, lambda v: _what(v)),
+    ("query", "params"): (_same, _query_params),
+}
+
+
+def _what(v: Any) -> str:
+    if v in QUERIES and type(v) is str:
+        return v
+    raise DecodeError(f"unknown query {schema._show(v)}; expected one of {', '.join(QUERIES)}")
+
 
 MESSAGE_TYPES: dict[str, type] = {
     cls.TYPE: cls
@@ -288,31 +443,64 @@ MESSAGE_TYPES: dict[str, type] = {
                 Reject, Append, AppendAck, Dispatch, Finished, FinishedAck, CancelRun, Forward,
                 ForwardReply, Submit, Cancel, Query, Wait)
 }
-_FIELDS: dict[type, list[tuple[str, _Codec]]] = {
-    cls: [(f.name, _CODECS.get(str(f.type), _ident)) for f in fields(cls)]
-    for cls in MESSAGE_TYPES.values()
-}
+_CLIENT_TYPES = frozenset(cls.TYPE for cls in CLIENT_REQUESTS)
+
+
+def _field_codecs(cls: type) -> list[tuple[str, _Codec, bool]]:
+    out = []
+    for f in fields(cls):
+        annotation = str(f.type)
+        codec = _FIELD_CODECS.get((cls.TYPE, f.name))
+        if codec is None:
+            codec = (_same, _PLAIN[annotation](f.name)) if annotation in _PLAIN else _CODECS[annotation]
+        required = f.default is MISSING and f.default_factory is MISSING  # type: ignore[misc]
+        out.append((f.name, codec, required))
+    return out
+
+
+_FIELDS: dict[type, list[tuple[str, _Codec, bool]]] = {cls: _field_codecs(cls) for cls in MESSAGE_TYPES.values()}
 
 
 def to_wire(message: Any) -> dict:
     """The msgpack-able dict form of a message."""
     out: dict[str, Any] = {"type": message.TYPE}
-    for name, (enc, _) in _FIELDS[type(message)]:
+    for name, (enc, _), _ in _FIELDS[type(message)]:
         out[name] = enc(getattr(message, name))
     return out
 
 
 def from_wire(data: Any) -> Any:
-    """Parse a dict back into a message; DecodeError on anything malformed."""
-    if not isinstance(data, dict):
-        raise DecodeError(f"expected a map, got {type(data).__name__}")
-    cls = MESSAGE_TYPES.get(data.get("type"))  # type: ignore[arg-type]
+    """Parse and check a dict into a message; DecodeError (one line) on anything malformed.
+
+    Unknown fields are ignored (a newer node may add some); a missing field
+    takes its default, or is an error if it has none.
+    """
+    if type(data) is not dict:
+        raise DecodeError(f"expected a map, got {schema._show(data)}")
+    kind = data.get("type")
+    cls = MESSAGE_TYPES.get(kind) if type(kind) is str else None
     if cls is None:
-        raise DecodeError(f"unknown message type {data.get('type')!r}")
-    try:
-        kwargs = {name: dec(data[name]) for name, (_, dec) in _FIELDS[cls] if name in data}
-        return cls(**kwargs)
-    except DecodeError:
-        raise
-    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
-        raise DecodeError(f"malformed {cls.TYPE} message: {exc}") from None
+        raise DecodeError(f"unknown message type {schema._show(kind)}")
+    kwargs = {}
+    for name, (_, dec), required in _FIELDS[cls]:
+        if name in data:
+            try:
+                kwargs[name] = dec(data[name])
+            except DecodeError as exc:
+                raise DecodeError(f"{kind}: {exc}") from None
+            except Exception as exc:  # a decoder must raise only DecodeError; this is its safety net
+                raise DecodeError(f"{kind}: {name}: malformed ({type(exc).__name__})") from None
+        elif required:
+            raise DecodeError(f"{kind}: missing field {name!r}")
+    message = cls(**kwargs)
+    if cls is Query and message.what == "task" and "id" not in message.params:
+        raise DecodeError("query: a task query needs params.id")
+    return message
+
+
+def decode_client_request(data: Any) -> Any:
+    """A client request (submit, cancel, query, wait) from the wire; DecodeError for anything else."""
+    if type(data) is dict and data.get("type") not in _CLIENT_TYPES:
+        raise DecodeError(f"{schema._show(data.get('type'))} is not a client request "
+                          f"(expected one of {', '.join(sorted(_CLIENT_TYPES))})")
+    return from_wire(data)

@@ -10,6 +10,7 @@ membership and failure detection, and the client-facing requests.
 
 from __future__ import annotations
 
+import traceback
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -23,8 +24,9 @@ from .messages import (Answer, Append, AppendAck, CancelRun, Coordinator, Dispat
                        Leave, Member, Query, Reject, StateOffer, Submit, Cancel, Wait)
 from .replication import FollowerProgress, PendingAck, ReplicationMixin
 from .scheduler import SchedulerMixin
-from .tasks import TaskRecord, TaskState, TaskTable, describe
-from .types import TRANSITIONS, ZERO_TERM, Config, IllegalTransition, NodeId, Rank, Role, Term
+from .tasks import TaskRecord, TaskSpec, TaskState, TaskTable, describe
+from .types import (TRANSITIONS, ZERO_TERM, Config, IllegalTransition, InvariantViolation, NodeId, Rank,
+                    Role, Term)
 
 if TYPE_CHECKING:
     import random
@@ -111,14 +113,36 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
         return self.handle_batch((event,), now)
 
     def handle_batch(self, events: Iterable[Event], now: float) -> list[Command]:
-        """Apply several events at once; replication and dispatch run once at the end."""
+        """Apply several events at once; replication and dispatch run once at the end.
+
+        Each event is handled on its own (G5): an exception while handling
+        one is answered ``internal`` (if a client waits on it) and reported
+        in an ``internal_error`` note with its traceback, and the other
+        events of the step go on. An InvariantViolation (an illegal role
+        change, a term going back) is a bug the node must not survive: it
+        propagates, and the driver stops the node with one clear line.
+        """
         self.now = max(self.now, now)
+        terms_before = (self.term, self.max_term)
         for event in events:
-            self._on_event(event)
+            try:
+                self._on_event(event)
+            except InvariantViolation:
+                raise
+            except Exception as exc:
+                self._event_failed(event, exc)
         if self.role is Role.LEADER:
-            self._dispatch()
-            self._replicate()
-            self._advance_commit()
+            try:
+                self._dispatch()
+                self._replicate()
+                self._advance_commit()
+            except InvariantViolation:
+                raise
+            except Exception as exc:
+                self._event_failed(None, exc)
+        if self.term < terms_before[0] or self.max_term < terms_before[1]:
+            raise InvariantViolation(f"terms went back from {terms_before[0]} (seen {terms_before[1]}) "
+                                     f"to {self.term} (seen {self.max_term}) (G3)")
         if self.dirty:
             self.persist.append(PersistRecords(tuple(self.dirty.values())))
             self.dirty = {}
@@ -126,6 +150,23 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
         out = self.persist + self.out
         self.persist, self.out = [], []
         return out
+
+    def _event_failed(self, event: Event | None, exc: Exception) -> None:
+        """One event could not be handled: say so, answer whoever waits on it, keep the timers."""
+        what = type(event.message).__name__ if isinstance(event, MessageReceived) else type(event).__name__
+        self.out.append(Note("internal_error", {
+            "node": self.id, "event": what if event is not None else "end of step",
+            "error": f"{type(exc).__name__}: {exc}"[:500],
+            "traceback": "".join(traceback.format_exception(exc))[-4000:]}))
+        body = error("internal", f"the node failed to handle this request ({type(exc).__name__}); "
+                     "it is logged there")
+        match event:
+            case ClientRequested(request_id, _):
+                self.out.append(Reply(request_id, body))
+            case MessageReceived(_, Forward(origin, request_id, _)):
+                self._send(origin, ForwardReply(request_id, body))
+            case TimerFired("tick") | Started():
+                self.out.append(SetTimer("tick", self.now + self.config.heartbeat_interval_s))
 
     def _on_event(self, event: Event) -> None:
         match event:
@@ -244,8 +285,9 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
     # -- timers -----------------------------------------------------------------------------
     def _on_timer(self, name: str) -> None:
         if name == "tick":
-            self._tick()
+            # Armed first: the heartbeat must go on even if this tick's work fails.
             self.out.append(SetTimer("tick", self.now + self.config.heartbeat_interval_s))
+            self._tick()
         elif name == "election":
             self._on_election_timer()
         elif name == "gather":
@@ -456,6 +498,17 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
         except ValueError as exc:
             self._reply(target, error("invalid", str(exc)))
             return
+        chosen: dict[str, TaskSpec] = {}
+        for task_id, spec in tasks:
+            if not task_id:
+                continue  # the leader chooses the id
+            held = self.table.get(task_id)
+            earlier = held.spec if held is not None else chosen.setdefault(task_id, spec)
+            if earlier != spec:
+                # A retried submit must carry the same task; a reused id for another one is refused.
+                self._reply(target, error("conflict", f"task {task_id} already exists with a different "
+                                          "spec; choose another id"))
+                return
         ids = []
         for task_id, spec in tasks:
             task_id = task_id or f"{self.rng.getrandbits(64):016x}"
@@ -508,7 +561,7 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
         state = params.get("state")
         records = [r for r in self.table.values() if state is None or r.state.value == state]
         records.sort(key=lambda r: r.seq, reverse=True)
-        offset, limit = int(params.get("offset", 0)), int(params.get("limit", 50))
+        offset, limit = params.get("offset", 0), params.get("limit", 50)
         return {"total": len(records), "tasks": [describe(r) for r in records[offset:offset + limit]]}
 
     def _complete(self, item: PendingAck) -> None:

@@ -30,9 +30,12 @@ from __future__ import annotations
 
 import enum
 import heapq
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
+from . import schema
+from .schema import DecodeError
 from .types import NodeId
 
 
@@ -71,17 +74,62 @@ class TaskSpec:
     options: dict = field(default_factory=dict)
 
     def validate(self) -> None:
-        """Raise ValueError with a one-line reason for a spec no node could run."""
-        if self.kind not in KINDS:
-            raise ValueError(f"unknown task kind {self.kind!r}; expected one of {', '.join(KINDS)}")
-        if not self.target:
-            raise ValueError("a task needs a target (a built-in name, pkg.mod:fn or a command)")
-        if self.kind == "python" and ":" not in self.target:
-            raise ValueError(f"python task {self.target!r} must be written as pkg.module:function")
-        if self.retries < 0:
-            raise ValueError(f"retries must be >= 0, got {self.retries}")
-        if self.timeout_s is not None and self.timeout_s <= 0:
-            raise ValueError(f"timeout must be positive, got {self.timeout_s}")
+        """Raise ValueError (a DecodeError) with a one-line reason for a spec no node could run."""
+        check_spec(self.kind, self.target, self.args, self.priority, self.retries, self.timeout_s,
+                   self.options)
+
+
+_DOTTED = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
+_PYTHON_TARGET = re.compile(rf"{_DOTTED}:{_DOTTED}")
+_BUILTIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
+
+
+def check_spec(kind: Any, target: Any, args: Any, priority: Any, retries: Any, timeout_s: Any,
+               options: Any) -> None:
+    """Every rule a task spec must keep, for the decoder and for submit alike (G5).
+
+    Types and ranges first (see schema.py), then what can be told of the
+    task without running it: the import-path syntax of a python task, the
+    name of a built-in, the arguments of a shell command.
+    """
+    if kind not in KINDS:
+        raise DecodeError(f"unknown task kind {schema._show(kind)}; expected one of {', '.join(KINDS)}")
+    if type(target) is not str or not target:
+        raise DecodeError("a task needs a target (a built-in name, pkg.mod:fn or a command)")
+    schema.text(target, "the task's target", schema.MAX_TARGET_CHARS)
+    if kind == "python" and not _PYTHON_TARGET.fullmatch(target):
+        raise DecodeError(f"python task {target!r} must be written as pkg.module:function")
+    if kind == "builtin" and not _BUILTIN_NAME.fullmatch(target):
+        raise DecodeError(f"{target!r} is not a built-in task name (a python task is written "
+                          "pkg.module:function, a shell command after --)")
+    schema.items(args, "the task's arguments", schema.MAX_ARGS)
+    for arg in args:
+        schema.json_value(arg, "an argument")
+        if kind == "shell" and (type(arg) is bool or not isinstance(arg, (str, int, float))):
+            raise DecodeError(f"shell arguments must be strings or numbers, got {schema._show(arg)}")
+    schema.integer(priority, "priority")
+    schema.integer(retries, "retries", 0, schema.MAX_RETRIES)
+    if timeout_s is not None:
+        schema.number(timeout_s, "timeout_s", 0.0, schema.MAX_TIMEOUT_S)
+        if timeout_s <= 0:
+            raise DecodeError(f"timeout must be positive, got {timeout_s}")
+    _check_options(options)
+
+
+def _check_options(options: Any) -> None:
+    schema.mapping(options, "the task's options", 64)
+    for key, value in options.items():
+        if key == "cwd":
+            schema.text(value, "cwd")
+        elif key == "env":
+            schema.mapping(value, "env", 1024)
+            for v in value.values():
+                schema.text(v, "an env value", empty=True)
+        elif key == "kwargs":
+            schema.mapping(value, "kwargs", schema.MAX_ARGS)
+            schema.json_value(value, "a keyword argument")
+        else:
+            schema.json_value(value, f"option {key!r}")
 
 
 @dataclass(frozen=True, slots=True)

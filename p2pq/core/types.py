@@ -46,7 +46,11 @@ class Role(enum.Enum):
     LEADER = "leader"          # serves submits and dispatches tasks
 
 
-class IllegalTransition(RuntimeError):
+class InvariantViolation(RuntimeError):
+    """The protocol broke one of its own rules (a bug, not an input): the node must stop."""
+
+
+class IllegalTransition(InvariantViolation):
     """A role change the election rules never make: a bug, not an input."""
 
 

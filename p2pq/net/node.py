@@ -30,19 +30,21 @@ from p2pq import PROTOCOL_VERSION
 from p2pq.core.events import (ClientRequested, MessageReceived, Note, PeerDiscovered, Reply,
                               RunTask, Send, SetTimer, ShutdownRequested, Started, StopTask,
                               TaskCompleted, TimerFired)
-from p2pq.core.messages import CLIENT_REQUESTS, DecodeError, from_wire, to_wire
+from p2pq.core.messages import DecodeError, Submit, decode_client_request, from_wire, to_wire
 from p2pq.core.node import NodeCore
 from p2pq.core.tasks import TaskSpec
-from p2pq.core.types import Config
+from p2pq.core.types import Config, InvariantViolation
+from p2pq.net.framing import FrameError
 
 from .pki import ca_fingerprint, ensure_identity
-from .storage import Restored, StorageError, Store, batch_of, open_store
+from .storage import EncodingBug, Restored, StorageError, Store, batch_of, open_store
 from .transport import ClientConnection, Transport
 
 log = logging.getLogger("p2pq.node")
 DEFAULT_PORT = 7470
 LINGER_S = 0.001           # how long a step waits for more events under load
 LINGER_ABOVE_EVENTS = 1.5  # "under load": steps take more events than this on average
+MAX_REQ_CHARS = 64         # a client's request tag, echoed in the reply
 
 
 @dataclass(slots=True)
@@ -264,7 +266,11 @@ class NodeRuntime:
             load.took(len(events))
             try:
                 commands = self.core.handle_batch(events, time.time())
-            except Exception:  # a bug in one batch must not take the node down
+            except InvariantViolation as exc:  # the protocol broke its own rules: stop, say why
+                self._stop_for(f"protocol invariant violated: {exc}; this node stops (a bug: please "
+                               "report it with this log)")
+                return
+            except Exception:  # the core isolates events; this is a last safety net
                 log.exception("error while handling %d event(s)", len(events))
                 continue
             batch = batch_of(commands)
@@ -274,7 +280,7 @@ class NodeRuntime:
             elif self.store.waits and written is not None and written.exception() is not None:
                 self._journal_failed(written.exception())
             else:
-                self._carry_out_logged(commands)
+                self._carry_out(commands)
 
     async def _release(self) -> None:
         """Carry out each batch's commands, in order, once its journal write is durable.
@@ -290,26 +296,27 @@ class NodeRuntime:
                 except Exception as exc:  # noqa: BLE001 -- any write failure stops the node
                     self._journal_failed(exc)
                     return
-            self._carry_out_logged(commands)
-
-    def _carry_out_logged(self, commands: list) -> None:
-        try:
             self._carry_out(commands)
-        except Exception:
-            log.exception("error while carrying out %d command(s)", len(commands))
 
     def _journal_failed(self, exc: BaseException) -> None:
-        self.failure = StorageError(f"cannot write the journal {self.store.path} ({exc}): this node "
-                                    "stops rather than acknowledge what it cannot keep")
-        log.critical("%s", self.failure)
+        if isinstance(exc, EncodingBug):
+            self._stop_for(f"{exc}: this node stops (a bug in input validation: please report it)")
+        else:
+            self._stop_for(f"cannot write the journal {self.store.path} ({exc}): this node "
+                           "stops rather than acknowledge what it cannot keep")
+
+    def _stop_for(self, reason: str) -> None:
+        """A fault the node must not survive: one clear line, then stop as a crash would."""
+        self.failure = StorageError(reason)
+        log.critical("%s", reason)
         if self.on_fatal is not None:
             self.on_fatal()
 
     def _on_peer_message(self, peer_id: str, wire: dict) -> None:
         try:
             message = from_wire(wire)
-        except DecodeError as exc:
-            log.warning("dropped a message from %s: %s", peer_id, exc)
+        except Exception as exc:  # DecodeError; anything else is a decoder bug, refused the same way
+            log.warning("dropped a message from %s: %s", peer_id, _one_line(exc))
             return
         self._post(MessageReceived(peer_id, message))
 
@@ -327,7 +334,17 @@ class NodeRuntime:
         self._post(PeerDiscovered(peer.node_id, peer.priority, (peer.host, peer.port)))
 
     async def request(self, request: Any) -> dict:
-        """Ask the core as a local client would (the HTTP API uses this); returns the reply body."""
+        """Ask the core as a local client would (the HTTP API uses this); returns the reply body.
+
+        The request passes the same checks as one from a client connection.
+        """
+        try:
+            request = decode_client_request(to_wire(request))
+        except Exception as exc:
+            return {"ok": False, "error": "invalid", "message": _one_line(exc)}
+        refusal = _refusal(request)
+        if refusal is not None:
+            return {"ok": False, "error": "invalid", "message": refusal}
         future = asyncio.get_running_loop().create_future()
         self._next_request += 1
         self._clients[self._next_request] = (future, None)
@@ -335,13 +352,19 @@ class NodeRuntime:
         return await future
 
     def _on_client_message(self, conn: ClientConnection, wire: dict) -> None:
+        """The edge (G5): a request is checked in full here, and refused in one line, or posted."""
         req = wire.get("req")
-        try:
-            request = from_wire(wire)
-            if not isinstance(request, CLIENT_REQUESTS):
-                raise DecodeError(f"{wire.get('type')!r} is not a client request")
-        except DecodeError as exc:
-            conn.send({"type": "reply", "req": req, "ok": False, "error": "invalid", "message": str(exc)})
+        if not (req is None or (type(req) is str and len(req) <= MAX_REQ_CHARS)
+                or (type(req) is int and -2**63 <= req < 2**63)):
+            req, refusal = None, f"req must be a string of at most {MAX_REQ_CHARS} characters or an integer"
+        else:
+            try:
+                request = decode_client_request(wire)
+                refusal = _refusal(request)
+            except Exception as exc:  # DecodeError; anything else is a decoder bug, refused the same way
+                refusal = _one_line(exc)
+        if refusal is not None:
+            conn.send({"type": "reply", "req": req, "ok": False, "error": "invalid", "message": refusal})
             return
         self._next_request += 1
         self._clients[self._next_request] = (conn, req)
@@ -349,27 +372,42 @@ class NodeRuntime:
 
     # -- commands out -------------------------------------------------------------------
     def _carry_out(self, commands: list) -> None:
+        """Carry out each command on its own: one that fails is logged, the others go on (G5)."""
         for command in commands:
-            match command:
-                case Send(to, message):
-                    self._send(to, message)
-                case SetTimer(name, at_s):
-                    self._set_timer(name, at_s)
-                case Reply(request_id, body):
-                    conn, req = self._clients.pop(request_id, (None, None))
-                    if isinstance(conn, asyncio.Future):
-                        if not conn.done():
-                            conn.set_result(body)
-                    elif conn is not None:
-                        conn.send({"type": "reply", "req": req, **body})
-                case RunTask(task_id, attempt_id, spec):
-                    self.executor.submit(attempt_id, spec_to_executor(spec), spec.timeout_s,
-                                         functools.partial(self._ran, task_id, attempt_id))
-                case StopTask(_, attempt_id):
-                    self.executor.cancel(attempt_id)
-                # PersistTerm, PersistRecords, ForgetRecords: already in the journal (_pump)
-                case Note(kind, detail):
-                    self._note(kind, detail)
+            try:
+                self._carry_out_one(command)
+            except Exception:
+                log.exception("error while carrying out %s", type(command).__name__)
+
+    def _carry_out_one(self, command: Any) -> None:
+        match command:
+            case Send(to, message):
+                self._send(to, message)
+            case SetTimer(name, at_s):
+                self._set_timer(name, at_s)
+            case Reply(request_id, body):
+                self._answer(request_id, body)
+            case RunTask(task_id, attempt_id, spec):
+                self.executor.submit(attempt_id, spec_to_executor(spec), spec.timeout_s,
+                                     functools.partial(self._ran, task_id, attempt_id))
+            case StopTask(_, attempt_id):
+                self.executor.cancel(attempt_id)
+            # PersistTerm, PersistRecords, ForgetRecords: already in the journal (_pump)
+            case Note(kind, detail):
+                self._note(kind, detail)
+
+    def _answer(self, request_id: int, body: dict) -> None:
+        conn, req = self._clients.pop(request_id, (None, None))
+        if isinstance(conn, asyncio.Future):
+            if not conn.done():
+                conn.set_result(body)
+        elif conn is not None:
+            try:
+                conn.send({"type": "reply", "req": req, **body})
+            except FrameError as exc:  # a reply over the frame limit: say so instead
+                conn.send({"type": "reply", "req": req, "ok": False, "error": "too_large",
+                           "message": f"the reply is too large to send ({exc}); ask for less "
+                                      "(a smaller --limit, fewer tasks at once)"})
 
     def _send(self, to: str, message: Any) -> None:
         if to not in self._addressed:
@@ -390,12 +428,38 @@ class NodeRuntime:
         self._post(TaskCompleted(task_id, attempt_id, outcome.status, outcome.to_wire(), time.time()))
 
     def _note(self, kind: str, detail: dict) -> None:
+        if kind == "internal_error":  # logged once, with its traceback; kept short in the notes
+            detail = dict(detail)
+            log.error("failed to handle %s: %s\n%s", detail.get("event"), detail.get("error"),
+                      detail.pop("traceback", ""))
         note = {"at": time.time(), "node": self.node_id, "kind": kind, **detail}
         self.notes.append(note)
         if kind in ("leader_elected", "stepped_down", "node_dead", "leader_accepted"):
             log.info("%s %s", kind, detail)
         for listener in list(self.listeners):
             listener(note)
+
+
+def _refusal(request: Any) -> str | None:
+    """Why a decoded client request cannot be taken, if it cannot: a submit's tasks must be runnable.
+
+    Checked at the node the client asked, against its built-ins (a name
+    registered only on some other node is refused here).
+    """
+    if isinstance(request, Submit):
+        from p2pq.worker.spec import SpecError, check_runnable
+        for task_id, spec in request.tasks:
+            try:
+                check_runnable(spec.kind, spec.target, spec.args, spec.options.get("kwargs"))
+            except SpecError as exc:
+                return f"task {task_id}: {exc}" if len(request.tasks) > 1 else str(exc)
+    return None
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, DecodeError):
+        return str(exc)
+    return f"malformed request ({type(exc).__name__})"
 
 
 async def run_node(settings: NodeSettings) -> None:

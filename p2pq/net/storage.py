@@ -75,6 +75,10 @@ class StorageError(Exception):
     """The journal cannot be used (in use, unwritable, newer format): one clear line for the user."""
 
 
+class EncodingBug(StorageError):
+    """A row that msgpack cannot encode: input validation let a bad value through."""
+
+
 class CorruptJournal(Exception):
     """The journal failed a check; `salvaged` holds the meta rows that still verified."""
 
@@ -160,8 +164,12 @@ class Store(Protocol):
 
 # -- rows ------------------------------------------------------------------------------
 def _pack_row(key: str, value: Any) -> tuple[str, bytes, int]:
-    body = pack(value)
-    return key, body, zlib.crc32(body, zlib.crc32(key.encode()))
+    try:
+        body = pack(value)
+        return key, body, zlib.crc32(body, zlib.crc32(key.encode()))
+    except (TypeError, ValueError, OverflowError, AttributeError) as exc:
+        # The decoder (core/schema.py) admits only what encodes; this is its bug, not the disk's.
+        raise EncodingBug(f"the row {key!r} cannot be encoded ({type(exc).__name__}: {exc})") from None
 
 
 def _unpack_row(key: str, body: bytes, crc: int) -> Any:

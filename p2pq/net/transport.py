@@ -19,6 +19,11 @@ Theory of operation.
 - G5: any bad input (no TLS, foreign CA, garbage, oversized or missing
   hello, other protocol version, silence) closes only that connection, with
   a logged reason and a count in stats.refused; the server keeps accepting.
+- Silence has limits: a handshake must finish within handshake_timeout_s,
+  and an established connection we read from is dropped after
+  idle_timeout_s without a byte. Senders keep their connections alive with
+  a "keepalive" frame after KEEPALIVE_S of quiet (nodes on their links, clients
+  on their channels); keepalives never reach the layers above.
 - Every background task is in self._tasks and is cancelled by close().
 """
 
@@ -54,6 +59,9 @@ MAX_QUEUED_FRAMES = 100_000
 _MAX_WRITE_BYTES = 1024 * 1024
 _CLOSE_GRACE_S = 1.0
 _READ_CHUNK_BYTES = 256 * 1024
+KEEPALIVE_S = 10.0
+IDLE_TIMEOUT_S = 45.0
+PING = "keepalive"
 
 Message = dict[str, Any]
 
@@ -88,6 +96,10 @@ class _NotNeeded(Exception):
 
 class _SlowPeer(Exception):
     """The peer stopped reading: our writes stayed blocked past the write timeout."""
+
+
+class _IdlePeer(Exception):
+    """The peer sent nothing, not even a keepalive ping, for the idle timeout."""
 
 
 class _Refused(Exception):
@@ -141,11 +153,18 @@ class _Outbox:
         if self._frames:
             self._ready.set()
 
-    async def take_batch(self, max_bytes: int) -> list[bytes]:
-        """Wait for frames, then take them all (up to about max_bytes)."""
+    async def take_batch(self, max_bytes: int, idle_s: float | None = None) -> list[bytes]:
+        """Wait for frames, then take them all (up to about max_bytes); [] after idle_s of nothing."""
         while not self._frames:
             self._ready.clear()
-            await self._ready.wait()
+            if idle_s is None:
+                await self._ready.wait()
+                continue
+            try:
+                async with asyncio.timeout(idle_s):
+                    await self._ready.wait()
+            except TimeoutError:
+                return []
         batch, size = [], 0
         while self._frames and size < max_bytes:
             frame = self._frames.popleft()
@@ -224,6 +243,8 @@ class Transport:
         max_frame_bytes: int = MAX_FRAME_BYTES,
         handshake_timeout_s: float = 5.0,
         write_timeout_s: float = 10.0,
+        idle_timeout_s: float = IDLE_TIMEOUT_S,
+        keepalive_s: float = KEEPALIVE_S,
         max_queued_frames: int = MAX_QUEUED_FRAMES,
         rng: random.Random | None = None,
     ) -> None:
@@ -241,6 +262,8 @@ class Transport:
         self._max_frame_bytes = max_frame_bytes
         self._handshake_timeout_s = handshake_timeout_s
         self._write_timeout_s = write_timeout_s
+        self._idle_timeout_s = idle_timeout_s
+        self._keepalive_s = keepalive_s
         self._max_queued = max_queued_frames
         self._rng = rng or random.Random()
         self._server_ctx = server_context(identity)
@@ -475,7 +498,8 @@ class Transport:
         self._peer_hello(peer_id, hello, address[0])
         try:
             reason = await self._pump(reader, writer, link.outbox,
-                                      lambda msg: self._on_peer_message(peer_id, msg))
+                                      lambda msg: self._on_peer_message(peer_id, msg),
+                                      keepalive_s=self._keepalive_s)
         finally:
             link.connected = False
             await _close_writer(writer)
@@ -599,7 +623,8 @@ class Transport:
         outbox = _Outbox(self._max_queued, self.stats)  # only ever holds nothing
         try:
             reason = await self._pump(reader, writer, outbox,
-                                      lambda msg: self._on_peer_message(cn, msg))
+                                      lambda msg: self._on_peer_message(cn, msg),
+                                      idle_s=self._idle_timeout_s)
             log.info("inbound connection from %s closed: %s", cn, reason)
         finally:
             if self._inbound.get(cn) is task:
@@ -612,7 +637,8 @@ class Transport:
                                 self._max_frame_bytes)
         try:
             reason = await self._pump(reader, writer, conn._outbox,
-                                      lambda msg: self._on_client_message(conn, msg))
+                                      lambda msg: self._on_client_message(conn, msg),
+                                      idle_s=self._idle_timeout_s)
             log.debug("client %s disconnected: %s", cn, reason)
         finally:
             conn.closed = True
@@ -621,11 +647,16 @@ class Transport:
     # --- one established connection --------------------------------------
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    outbox: _Outbox, deliver: Callable[[Message], None]) -> str:
-        """Read and write until either side fails; return why, for the log."""
+                    outbox: _Outbox, deliver: Callable[[Message], None], *,
+                    idle_s: float | None = None, keepalive_s: float | None = None) -> str:
+        """Read and write until either side fails; return why, for the log.
+
+        idle_s: drop the connection after this long without a byte from the
+        peer. keepalive_s: send a ping after this long with nothing to send.
+        """
         loop = asyncio.get_running_loop()
-        read_task = loop.create_task(self._read_loop(reader, deliver))
-        write_task = loop.create_task(self._write_loop(writer, outbox))
+        read_task = loop.create_task(self._read_loop(reader, deliver, idle_s))
+        write_task = loop.create_task(self._write_loop(writer, outbox, keepalive_s))
         try:
             done, _ = await asyncio.wait({read_task, write_task},
                                          return_when=asyncio.FIRST_COMPLETED)
@@ -636,31 +667,41 @@ class Transport:
         exc = next(iter(done)).exception()
         if exc is None:
             return "closed"
-        if not isinstance(exc, (FrameError, _SlowPeer)):
+        if not isinstance(exc, (FrameError, _SlowPeer, _IdlePeer)):
             return _describe(exc)  # an ordinary disconnect
-        self.stats.refused["frame" if isinstance(exc, FrameError) else "slow"] += 1  # G5
+        kind = "frame" if isinstance(exc, FrameError) else "slow" if isinstance(exc, _SlowPeer) else "idle"
+        self.stats.refused[kind] += 1  # G5
         remote = _fmt(writer.get_extra_info("peername"))
         log.warning("dropping connection from %s: %s", remote, exc)
         return str(exc)
 
     async def _read_loop(self, reader: asyncio.StreamReader,
-                         deliver: Callable[[Message], None]) -> None:
+                         deliver: Callable[[Message], None], idle_s: float | None = None) -> None:
         stats = self.stats
         decoder = FrameDecoder(self._max_frame_bytes)
         while True:
-            data = await reader.read(_READ_CHUNK_BYTES)
+            if idle_s is None:
+                data = await reader.read(_READ_CHUNK_BYTES)
+            else:
+                try:
+                    async with asyncio.timeout(idle_s):
+                        data = await reader.read(_READ_CHUNK_BYTES)
+                except TimeoutError:
+                    raise _IdlePeer(f"nothing received for {idle_s:g} s") from None
             if not data:
                 where = "in the middle of a frame" if decoder.buffered_bytes else "between frames"
                 raise ConnectionClosed(f"connection closed {where}")
             for message, size in decoder.feed(data):
                 stats.frames_in += 1
                 stats.bytes_in += size
-                self._call("message", deliver, message)
+                if message["type"] != PING:
+                    self._call("message", deliver, message)
 
-    async def _write_loop(self, writer: asyncio.StreamWriter, outbox: _Outbox) -> None:
+    async def _write_loop(self, writer: asyncio.StreamWriter, outbox: _Outbox,
+                          keepalive_s: float | None = None) -> None:
         stats = self.stats
         while True:
-            batch = await outbox.take_batch(_MAX_WRITE_BYTES)
+            batch = await outbox.take_batch(_MAX_WRITE_BYTES, keepalive_s) or [_PING_FRAME]
             data = b"".join(batch)
             writer.write(data)  # one syscall for everything pending
             stats.writes += 1
@@ -674,6 +715,8 @@ class Transport:
 
 
 # --- dialing (shared by nodes and clients) ---------------------------------
+
+_PING_FRAME = encode_frame({"type": PING})
 
 
 _Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter, str, Message]
@@ -774,6 +817,7 @@ class ClientChannel:
         self._next_req = 0
         self._lost: str | None = None
         self._read_task = asyncio.get_running_loop().create_task(self._read_loop())
+        self._keepalive_task = asyncio.get_running_loop().create_task(self._keepalive())
 
     async def request(self, message: Message, *, timeout_s: float | None = None) -> Message:
         """Send message and return the reply carrying the same "req" (set one if absent)."""
@@ -805,7 +849,8 @@ class ClientChannel:
     async def close(self) -> None:
         """Close the connection and stop the reader task; pending requests fail."""
         self._read_task.cancel()
-        await asyncio.gather(self._read_task, return_exceptions=True)
+        self._keepalive_task.cancel()
+        await asyncio.gather(self._read_task, self._keepalive_task, return_exceptions=True)
         self._fail_pending(f"connection to {self._where} closed")
         await _close_writer(self._writer)
 
@@ -815,6 +860,15 @@ class ClientChannel:
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(ChannelClosed(self._lost))
+
+    async def _keepalive(self) -> None:
+        """A ping every KEEPALIVE_S, so the node's idle limit never drops a client that waits."""
+        try:
+            while self._lost is None:
+                await asyncio.sleep(KEEPALIVE_S)
+                self._writer.write(_PING_FRAME)
+        except (OSError, RuntimeError):  # the connection is gone: the reader says so
+            pass
 
     async def _read_loop(self) -> None:
         try:

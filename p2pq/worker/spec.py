@@ -11,14 +11,16 @@ newer node may add fields, and an older one must still run the task.
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
 from dataclasses import dataclass
 from typing import Any
 
-from p2pq.worker.builtins import get_task
+from p2pq.worker.builtins import UnknownTask, get_task
 
-__all__ = ["KINDS", "Call", "Shell", "SpecError", "check_timeout", "parse_spec", "validate_spec"]
+__all__ = ["KINDS", "Call", "Shell", "SpecError", "check_runnable", "check_timeout", "parse_spec",
+           "validate_spec"]
 
 KINDS = ("builtin", "python", "shell")
 
@@ -75,6 +77,33 @@ def parse_spec(spec: Any, *, resolve_builtins: bool = True) -> Call | Shell:
     if resolve_builtins:
         target = _import_path(target, get_task(target))  # UnknownTask if absent
     return Call(target, args, kwargs)
+
+
+def check_runnable(kind: str, target: str, args: tuple, kwargs: dict | None = None) -> None:
+    """What a node can tell of a task at submit, before any node runs it; SpecError if it can never run.
+
+    A built-in must exist here (with a "did you mean" for a near miss) and
+    accept the arguments given; a python target must look like
+    pkg.module:function (whether it imports is known only where it runs).
+    """
+    if kind == "python" and not _PYTHON_TARGET_RE.match(target):
+        raise SpecError(f"a python target looks like 'pkg.mod:fn', got {target!r}")
+    if kind != "builtin":
+        return
+    try:
+        fn = get_task(target)
+    except UnknownTask as exc:
+        raise SpecError(str(exc)) from None
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # a callable without a signature: only running it can tell
+        return
+    try:
+        signature.bind(*args, **(kwargs or {}))
+    except TypeError as exc:
+        params = ", ".join(str(p.replace(annotation=inspect.Parameter.empty))
+                           for p in signature.parameters.values())
+        raise SpecError(f"task {target}({params}): {exc} ({len(args)} given)") from None
 
 
 def _import_path(name: str, fn: Any) -> str:

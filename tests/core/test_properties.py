@@ -14,11 +14,16 @@ from p2pq.core.types import Term
 ids = st.text("abcdef0123456789", min_size=1, max_size=8)
 json_scalars = st.none() | st.booleans() | st.integers(-2**31, 2**31) | st.text(max_size=10) \
     | st.floats(allow_nan=False, allow_infinity=False)
-specs = st.builds(
-    TaskSpec, kind=st.sampled_from(["builtin", "python", "shell"]), target=ids,
-    args=st.lists(json_scalars, max_size=3).map(tuple), priority=st.integers(0, 9),
+targets = {"builtin": st.sampled_from(["noop", "echo", "sleep", "my_task"]),
+           "python": st.sampled_from(["pkg.mod:fn", "lab.jobs:train", "m:f"]),
+           "shell": ids}
+specs = st.sampled_from(sorted(targets)).flatmap(lambda kind: st.builds(
+    TaskSpec, kind=st.just(kind), target=targets[kind],
+    args=st.lists(json_scalars if kind != "shell" else st.text(max_size=10), max_size=3).map(tuple),
+    priority=st.integers(-2**63, 2**63 - 1),
     retries=st.integers(0, 3), timeout_s=st.none() | st.floats(0.1, 100),
-    options=st.dictionaries(st.text(max_size=5), json_scalars, max_size=2))
+    options=st.dictionaries(st.text(max_size=5).filter(lambda k: k not in ("cwd", "env", "kwargs")),
+                            json_scalars, max_size=2)))
 attempts = st.builds(
     Attempt, attempt_id=st.sampled_from(["1.a.1", "1.a.2", "2.b.1"]), node=st.sampled_from(["a", "b"]),
     started_at=st.floats(0, 10), ended_at=st.none() | st.floats(10, 20),
@@ -100,7 +105,7 @@ messages = st.one_of(
     st.builds(Finished, term=terms, record=task_records),
     st.builds(StateOffer, term=terms, records=st.lists(task_records, max_size=2).map(tuple),
               running=st.lists(st.tuples(ids, attempts), max_size=2).map(tuple)),
-    st.builds(Submit, tasks=st.lists(st.tuples(ids, specs), max_size=3).map(tuple)),
+    st.builds(Submit, tasks=st.lists(st.tuples(ids, specs), min_size=1, max_size=3).map(tuple)),
 )
 
 

@@ -17,7 +17,7 @@ def released_early(waits: bool) -> tuple[bool, list]:
         carried: list = []
         held: concurrent.futures.Future = concurrent.futures.Future()
         driver = SimpleNamespace(store=SimpleNamespace(waits=waits), _outbox=asyncio.Queue(),
-                                 _carry_out_logged=carried.append, failure=None)
+                                 _carry_out=carried.append, failure=None)
         driver._outbox.put_nowait((held, ["first"]))
         driver._outbox.put_nowait((None, ["second"]))  # a batch with nothing to write still waits its turn
         release = asyncio.ensure_future(NodeRuntime._release(driver))
@@ -50,9 +50,10 @@ def test_a_failed_write_stops_the_node_before_anything_of_its_batch_is_said(tmp_
         failed: concurrent.futures.Future = concurrent.futures.Future()
         failed.set_exception(OSError("disk full"))
         driver = SimpleNamespace(store=SimpleNamespace(waits=True, path=tmp_path / "journal.db"),
-                                 _outbox=asyncio.Queue(), _carry_out_logged=carried.append, failure=None,
+                                 _outbox=asyncio.Queue(), _carry_out=carried.append, failure=None,
                                  on_fatal=lambda: fatal.append(True))
         driver._journal_failed = lambda exc: NodeRuntime._journal_failed(driver, exc)
+        driver._stop_for = lambda reason: NodeRuntime._stop_for(driver, reason)
         driver._outbox.put_nowait((failed, [Send("n2", object())]))
         await asyncio.wait_for(NodeRuntime._release(driver), 1)
         return carried, fatal, driver.failure
@@ -75,9 +76,10 @@ def pumped(waits: bool, held: concurrent.futures.Future | None = None) -> tuple[
         driver = SimpleNamespace(store=SimpleNamespace(waits=waits, write=lambda batch: held,
                                                        path="journal.db"),
                                  core=SimpleNamespace(handle_batch=lambda events, now: list(step)),
-                                 _outbox=asyncio.Queue(), _carry_out_logged=carried.append, failure=None,
+                                 _outbox=asyncio.Queue(), _carry_out=carried.append, failure=None,
                                  _events=["an event"], _wake=asyncio.Event(), on_fatal=None)
         driver._journal_failed = lambda exc: NodeRuntime._journal_failed(driver, exc)
+        driver._stop_for = lambda reason: NodeRuntime._stop_for(driver, reason)
         tasks = [asyncio.ensure_future(NodeRuntime._pump(driver)),
                  asyncio.ensure_future(NodeRuntime._release(driver))]
         driver._wake.set()
