@@ -224,6 +224,7 @@ CLIENT_REQUESTS = (Submit, Cancel, Query, Wait)
 # and never anything else; from_wire adds the message type and field name.
 
 OUTCOMES = (None, "succeeded", "failed", "timeout", "cancelled", "lost")
+_ID_MATCH = schema.ID_PATTERN.fullmatch
 QUERIES = ("task", "list", "stats", "peers")
 _STATES = tuple(s.value for s in TaskState)
 
@@ -256,18 +257,20 @@ def attempt_from_wire(v: Any) -> Attempt:
     if type(v) is not list and type(v) is not tuple or len(v) != 6:
         raise DecodeError("an attempt must be a list of 6 fields")
     attempt_id, node, started_at, ended_at, outcome, result = v
-    schema.ident(attempt_id, "attempt id")
-    schema.ident(node, "an attempt's node")
-    started_at = schema.number(started_at, "started_at")
-    if ended_at is not None:
+    if type(attempt_id) is not str or not _ID_MATCH(attempt_id):
+        schema.ident(attempt_id, "attempt id")
+    if type(node) is not str or not _ID_MATCH(node):
+        schema.ident(node, "an attempt's node")
+    if type(started_at) is not float or started_at - started_at != 0.0:
+        started_at = schema.number(started_at, "started_at")
+    if ended_at is not None and (type(ended_at) is not float or ended_at - ended_at != 0.0):
         ended_at = schema.number(ended_at, "ended_at")
     if outcome not in OUTCOMES:
         raise DecodeError(f"outcome must be one of {', '.join(map(str, OUTCOMES))}, got {schema._show(outcome)}")
     if (ended_at is None) != (outcome is None):
         raise DecodeError("an attempt has an outcome exactly when it has ended")
     if result is not None:
-        schema.mapping(result, "result")
-        schema.json_value(result, "result", schema.MAX_RESULT_DEPTH, finite=False)
+        schema.json_map(result, "result", schema.MAX_RESULT_DEPTH, finite=False)
     return Attempt(attempt_id, node, started_at, ended_at, outcome, result)
 
 
@@ -280,7 +283,8 @@ def record_from_wire(v: Any) -> TaskRecord:
     if type(v) is not list and type(v) is not tuple or len(v) != 6:
         raise DecodeError("a task record must be a list of 6 fields")
     task_id, spec, seq, submitted_at, attempts, cancelled = v
-    schema.ident(task_id, "task id")
+    if type(task_id) is not str or not _ID_MATCH(task_id):
+        schema.ident(task_id, "task id")
     try:
         decoded_spec = spec_from_wire(spec)
     except DecodeError as exc:
@@ -288,10 +292,13 @@ def record_from_wire(v: Any) -> TaskRecord:
     if type(seq) is not list and type(seq) is not tuple or len(seq) != 2:
         raise DecodeError("seq must be a pair of integers")
     seq = (schema.integer(seq[0], "seq"), schema.integer(seq[1], "seq"))
-    submitted_at = schema.number(submitted_at, "submitted_at")
+    if type(submitted_at) is not float or submitted_at - submitted_at != 0.0:
+        submitted_at = schema.number(submitted_at, "submitted_at")
+    if type(cancelled) is not bool:
+        schema.boolean(cancelled, "cancelled")
     schema.items(attempts, "attempts")
     return TaskRecord(task_id, decoded_spec, seq, submitted_at,
-                      tuple([attempt_from_wire(a) for a in attempts]), schema.boolean(cancelled, "cancelled"))
+                      tuple([attempt_from_wire(a) for a in attempts]), cancelled)
 
 
 def _member_to_wire(m: Member) -> list:

@@ -26,7 +26,7 @@ UINT64_MAX = (1 << 64) - 1      # msgpack's largest integer (task arguments and 
 
 MAX_ID_CHARS = 200
 ID_CHARS = "A-Z a-z 0-9 . _ : @ + = ~ -"
-_ID = re.compile(r"[A-Za-z0-9._:@+=~-]{1,%d}" % MAX_ID_CHARS)
+ID_PATTERN = _ID = re.compile(r"[A-Za-z0-9._:@+=~-]{1,%d}" % MAX_ID_CHARS)
 MAX_TARGET_CHARS = 4096         # a built-in name, pkg.mod:fn, or a command
 MAX_HOST_CHARS = 255
 MAX_TEXT_CHARS = 4096           # cwd, environment values
@@ -152,6 +152,21 @@ def json_value(value: Any, what: str, depth: int = MAX_VALUE_DEPTH, *, finite: b
         return value
     raise DecodeError(f"{what} holds a {t.__name__}, which is not a JSON value "
                       "(null, bool, number, string, list, or map with string keys)")
+
+
+def json_map(value: Any, what: str, depth: int, *, finite: bool = True) -> dict:
+    """A map with string keys whose values are JSON values (json_value, with a short way for scalars)."""
+    if type(value) is not dict:
+        raise DecodeError(f"{what} must be a map, got {_show(value)}")
+    for key, v in value.items():
+        if type(key) is not str:
+            raise DecodeError(f"{what} must have string keys, got {_show(key)}")
+        t = type(v)
+        if t is str or v is None or t is bool or (t is int and INT64_MIN <= v <= UINT64_MAX) \
+                or (t is float and (not finite or v - v == 0.0)):
+            continue
+        json_value(v, what, depth - 1, finite=finite)
+    return value
 
 
 def value_depth(value: Any) -> int:

@@ -64,6 +64,10 @@ class Report:
     unavailable_windows: int = 0
     latency_p50_s: float | None = None
     latency_p99_s: float | None = None
+    internal_errors: int = 0          # events a node failed to handle (G5)
+    codec_errors: int = 0             # messages a node sent that the wire codec refused
+    hostile_sent: int = 0             # requests of the hostile client
+    hostile_accepted: int = 0         # of those, answered other than "invalid"
     refused_by_code: dict[str, int] = field(default_factory=dict)
     messages: dict[str, int] = field(default_factory=dict)
     lost_ids: list[str] = field(default_factory=list)
@@ -79,10 +83,12 @@ class Report:
 
 
 def check(history: History, final: dict[str, TaskRecord], *, quorum: bool = False,
-          messages: dict[str, int] | None = None, check_inversions: bool = True) -> Report:
+          messages: dict[str, int] | None = None, check_inversions: bool = True,
+          codec_errors: list[str] | None = None) -> Report:
     """Judge one run; `final` is the task table of the cluster's leader after the drain."""
     r = Report(attempted=len(history.ops), executions=len(history.executions),
                messages=dict(sorted((messages or {}).items())))
+    _check_edges(history, codec_errors or [], r)
     _count_tasks(history, final, r)
     _count_refusals(history, r)
     _check_leaders(history, r)
@@ -95,6 +101,24 @@ def check(history: History, final: dict[str, TaskRecord], *, quorum: bool = Fals
     if r.unexpected:
         r.problems.append(f"{r.unexpected} unexpected task(s): {', '.join(r.unexpected_ids[:5])}")
     return r
+
+
+def _check_edges(history: History, codec_errors: list[str], r: Report) -> None:
+    """G5: no event failed inside a node, the wire took every message, every hostile request was refused."""
+    errors = [(at, node, d) for at, node, kind, d in history.notes if kind == "internal_error"]
+    r.internal_errors, r.codec_errors = len(errors), len(codec_errors)
+    r.hostile_sent, r.hostile_accepted = history.hostile_sent, len(history.hostile_accepted)
+    if errors:
+        at, node, d = errors[0]
+        r.problems.append(f"{len(errors)} internal error(s), the first at {at:.3f} on {node} "
+                          f"handling {d.get('event')}: {d.get('error')}")
+    if codec_errors:
+        r.problems.append(f"{len(codec_errors)} message(s) refused by the wire codec, the first: "
+                          f"{codec_errors[0]}")
+    if history.hostile_accepted:
+        at, what, answer = history.hostile_accepted[0]
+        r.problems.append(f"{len(history.hostile_accepted)} hostile request(s) not refused as invalid, "
+                          f"the first at {at:.3f} ({what}) answered {answer}")
 
 
 def _count_tasks(history: History, final: dict[str, TaskRecord], r: Report) -> None:

@@ -71,6 +71,8 @@ class History:
     windows: list[FaultWindow] = field(default_factory=list)
     leader_losses: list[tuple[float, str, str]] = field(default_factory=list)  # (at, leader, its term)
     first_dispatch: dict[str, tuple[float, str]] = field(default_factory=dict)  # task -> (at, attempt)
+    hostile_sent: int = 0  # requests of the hostile client that reached a node
+    hostile_accepted: list[tuple[float, str, str]] = field(default_factory=list)  # (at, what, answer)
 
     # -- clients ------------------------------------------------------------------
     def invoke(self, task_id: str, priority: int, at: float, client: str = "") -> None:

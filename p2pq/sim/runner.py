@@ -79,7 +79,8 @@ def run(scenario_name: str, scenario: ScheduleFn, seed: int, *, nodes: int = 5, 
     leaders = world.leaders()
     leader = leaders[0] if len(leaders) == 1 else None
     final = dict(world.nodes[leader].core.table.records) if leader else {}
-    report = check(world.history, final, quorum=config.quorum > 0, messages=world.messages_by_type)
+    report = check(world.history, final, quorum=config.quorum > 0, messages=world.messages_by_type,
+                   codec_errors=world.codec_errors)
     return RunResult(scenario_name, seed, nodes, mode, report, world.trace_hash, drained, world.now,
                      leader, duration, getattr(scenario, "source", None), own_duration,
                      world=world if keep_world else None)

@@ -46,6 +46,7 @@ class Workload:
     give_up_after_s: float = 15.0
     retry_backoff_s: float = 0.1
     failover: bool = False              # True: a client tries the other nodes too
+    hostile_rate_per_s: float = 10.0    # requests a second from the hostile client (hostile.py); 0: none
 
     def until(self, stop_s: float) -> Workload:
         return self if self.stop_s is not None else replace(self, stop_s=stop_s)
@@ -151,10 +152,13 @@ class Clients:
         self.in_flight: set[str] = set()
         n = workload.clients or len(world.ids)
         self.all = [Client(self, f"c{i + 1}", i % len(world.ids)) for i in range(n)]
+        from .hostile import HostileClient
+        self.hostile = HostileClient(world, self.w.hostile_rate_per_s, self.w.start_s, self.w.stop_s)
 
     def start(self) -> None:
         for client in self.all:
             client.start()
+        self.hostile.start()
 
     @property
     def done(self) -> bool:

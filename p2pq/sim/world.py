@@ -6,6 +6,14 @@ network, one for faults, one for clients, one per node incarnation), so a
 seed replays a run exactly and ``trace_hash`` proves it. Separate streams
 keep, say, a change in the workload from shifting every fault of a seed.
 
+With ``codec=True`` (the default) every message a node sends and every
+client request goes through the real wire codec on its way: ``to_wire``,
+a msgpack frame with the transport's size limit, then ``from_wire`` with
+every check of the edge (schema.py). A message the codec refuses is a bug
+in the core (it said something no node would accept) and is counted in
+``codec_errors``; a client request it refuses is answered ``invalid`` at
+the edge, as a real node does, and never reaches the core.
+
 The network is a directed networkx graph over node ids: a message goes from
 a to b only while the edge a -> b exists and b runs. Partitions remove
 edges (one-way partitions remove one direction); heal restores the full
@@ -24,7 +32,7 @@ import hashlib
 import heapq
 from heapq import heappush
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import networkx as nx
@@ -32,7 +40,8 @@ import networkx as nx
 from p2pq.core.events import (ClientRequested, ForgetRecords, MessageReceived, Note, PeerDiscovered, PersistRecords,
                               PersistTerm, Reply, RunTask, Send, SetTimer, Started, StopTask,
                               TaskCompleted, TimerFired)
-from p2pq.core.messages import Dispatch, ForwardReply
+from p2pq.core.messages import DecodeError, Dispatch, ForwardReply, decode_client_request, from_wire, to_wire
+from p2pq.net.framing import FrameError, decode_body, encode_frame
 from p2pq.core.node import NodeCore
 from p2pq.core.tasks import CANCELLED, SUCCEEDED, TaskRecord
 from p2pq.core.types import ZERO_TERM, Config, Role, Term
@@ -69,8 +78,11 @@ class World:
                  link: LinkModel | None = None, graph: nx.Graph | None = None,
                  task_duration_s: float = 0.05, record_messages: bool = True,
                  discovery: str = "full", priorities: list[int] | None = None,
-                 boot_spread_s: float = 0.2) -> None:
+                 boot_spread_s: float = 0.2, codec: bool = True) -> None:
         self.seed = seed
+        self.codec = codec
+        self.codec_errors: list[str] = []  # messages the core sent that the wire refused
+        self._decoded_records: dict[int, tuple[TaskRecord, TaskRecord]] = {}
         self.discovery = discovery  # "full" (mDNS finds all) or "seed" (everyone knows only n1)
         self.rng = random.Random(f"{seed}:faults")
         self.rng_net = random.Random(f"{seed}:net")
@@ -330,6 +342,10 @@ class World:
         # The hottest path of the simulator: every message goes through here.
         message = command.message
         kind = message.TYPE
+        if self.codec:
+            message = self._through_the_wire(node, message)
+            if message is None:
+                return
         counts = self.messages_by_type
         counts[kind] = counts.get(kind, 0) + 1
         if type(message) is ForwardReply:
@@ -357,6 +373,32 @@ class World:
                 self._last_delivery[key] = at
             self._seq += 1
             heappush(self._heap, (at, self._seq, self._feed_if, args))
+
+    def _through_the_wire(self, node: SimNode, message: Any) -> Any:
+        """The message as the receiver decodes it from a real frame; None if the codec refuses it.
+
+        The whole message is always encoded (so the frame limit and msgpack's
+        types apply to all of it). Task records are immutable and the codec
+        is a pure function, so a record object that has been through the
+        codec once decodes to the same value every time: state offers and
+        snapshots, which resend most of the table, decode only the records
+        not seen before and reuse the earlier decoding of the rest.
+        """
+        try:
+            frame = encode_frame(to_wire(message))
+            records = getattr(message, "records", None)
+            if not records:
+                return from_wire(decode_body(frame[4:]))
+            memo = self._decoded_records
+            fresh = tuple(r for r in records if id(r) not in memo)
+            probe = replace(message, records=fresh) if len(fresh) < len(records) else message
+            decoded = from_wire(decode_body(frame[4:] if probe is message else encode_frame(to_wire(probe))[4:]))
+        except (DecodeError, FrameError) as exc:
+            self.codec_errors.append(f"{self.now:.3f} {node.id} {message.TYPE}: {exc}"[:300])
+            return None
+        for original, copy in zip(fresh, decoded.records):
+            memo[id(original)] = (original, copy)  # the original kept alive: its id stays its own
+        return replace(decoded, records=tuple(memo[id(r)][1] for r in records))
 
     def _do_timer(self, node: SimNode, command: SetTimer) -> None:
         node.timers[command.name] = command.at_s
@@ -432,6 +474,27 @@ class World:
     # -- clients and observers ---------------------------------------------------------------
     def request(self, via: str, request: Any, on_reply: Callable[[dict], None]) -> bool:
         """A client asks node `via`; False if that node is down (connection refused)."""
+        if self.codec:
+            return self.request_wire(via, to_wire(request), on_reply)
+        return self._request(via, request, on_reply)
+
+    def request_wire(self, via: str, wire: dict, on_reply: Callable[[dict], None]) -> bool:
+        """A client sends node `via` a raw request map, checked at the edge as a real node checks it."""
+        if not self.nodes[via].alive:
+            return False
+        try:
+            frame = encode_frame(wire)
+        except (OverflowError, TypeError, ValueError) as exc:  # msgpack cannot carry it: never sent
+            on_reply({"ok": False, "error": "invalid", "message": f"cannot be encoded: {exc}"})
+            return True
+        try:
+            request = decode_client_request(decode_body(frame[4:]))
+        except (DecodeError, FrameError) as exc:
+            on_reply({"ok": False, "error": "invalid", "message": str(exc)})
+            return True
+        return self._request(via, request, on_reply)
+
+    def _request(self, via: str, request: Any, on_reply: Callable[[dict], None]) -> bool:
         node = self.nodes[via]
         if not node.alive:
             return False
