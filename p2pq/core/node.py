@@ -165,7 +165,7 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
                 self.out.append(Reply(request_id, body))
             case MessageReceived(_, Forward(origin, request_id, _)):
                 self._send(origin, ForwardReply(request_id, body))
-            case TimerFired("tick") | Started():
+            case Started():  # a tick re-arms itself before its work (_on_timer)
                 self.out.append(SetTimer("tick", self.now + self.config.heartbeat_interval_s))
 
     def _on_event(self, event: Event) -> None:

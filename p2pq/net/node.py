@@ -321,12 +321,23 @@ class NodeRuntime:
         self._post(MessageReceived(peer_id, message))
 
     def _on_peer_hello(self, peer_id: str, hello: dict) -> None:
-        listen = hello.get("listen")
-        address = (str(listen[0]), int(listen[1])) if isinstance(listen, (list, tuple)) and len(listen) == 2 else None
+        """A peer's hello names its rank and address; checked like any message (G5)."""
+        from p2pq.core import schema
+        try:
+            schema.ident(peer_id, "node id")
+            priority = schema.integer(hello.get("priority", 0), "priority")
+            listen = hello.get("listen")
+            address = None
+            if isinstance(listen, (list, tuple)) and len(listen) == 2:
+                address = (schema.text(listen[0], "host", schema.MAX_HOST_CHARS),
+                           schema.integer(listen[1], "port", 1, 65535))
+        except DecodeError as exc:
+            log.warning("ignored the hello of %s: %s", peer_id, exc)
+            return
         if address is not None:
             self.transport.set_address(peer_id, *address)
             self._addressed.add(peer_id)
-        self._post(PeerDiscovered(peer_id, int(hello.get("priority", 0)), address))
+        self._post(PeerDiscovered(peer_id, priority, address))
 
     def _on_discovered(self, peer) -> None:
         self.transport.set_address(peer.node_id, peer.host, peer.port)

@@ -38,6 +38,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from p2pq.core.schema import MAX_VALUE_DEPTH, value_depth
 from p2pq.worker._child import HEADER, encode_frame, one_line
 from p2pq.worker.outcome import STATUSES, Outcome, exit_text
 from p2pq.worker.shell import Tail, run_shell, tail_text
@@ -478,7 +479,10 @@ class Executor:
                 return Outcome("failed", error=f"result too large: {len(text)} bytes "
                                f"of JSON (limit {self._max_result_bytes})")
             case ("ok", str() as text):
-                return Outcome("succeeded", value=json.loads(text))
+                value = json.loads(text)
+                if value_depth(value) > MAX_VALUE_DEPTH:  # it could not be replicated (G5)
+                    return Outcome("failed", error=f"result nests deeper than {MAX_VALUE_DEPTH} levels")
+                return Outcome("succeeded", value=value)
             case ("error", str() as error, str() as traceback_text):
                 return Outcome("failed", error=error,
                                stderr=tail_text(traceback_text, self._output_cap_bytes))

@@ -116,3 +116,33 @@ def test_ls_cancel_and_peers(cluster):
     assert tid in [t["id"] for t in listing["tasks"]]
     peers = json.loads(p2pq("peers", *node_args(cluster), "--json", cluster_dir=cluster.cluster_dir).stdout)
     assert {m["node"] for m in peers["members"]} == {"node1", "node2"} and peers["leader"] == "node2"
+
+
+def test_numbers_beyond_64_bits_and_bad_ids_are_usage_errors_not_tracebacks(tmp_path):
+    result = p2pq("submit", "--priority", "99999999999999999999999", "noop", check_exit=2)
+    assert "Traceback" not in result.stderr and "--priority" in result.stderr
+    result = p2pq("submit", "--retries", "1000", "noop", check_exit=2)
+    assert "Traceback" not in result.stderr and "--retries" in result.stderr
+    result = p2pq("submit", "--id", "my task", "noop", check_exit=2)
+    assert "Traceback" not in result.stderr and "characters of" in result.stderr
+    result = p2pq("submit", "--timeout", "inf", "noop", cluster_dir=tmp_path, check_exit=2)
+    assert "Traceback" not in result.stderr and "--timeout" in result.stderr
+
+
+@pytest.mark.parametrize("args, words", [
+    (["fibonaci", "30"], "did you mean 'fibonacci'"),
+    (["fibonacci"], "missing a required argument: 'n'"),
+    (["noop", "1", "2"], "too many positional arguments"),
+    (["pkg.mod:"], "pkg.module:function"),
+])
+def test_a_task_that_can_never_run_is_refused_at_submit(cluster, args, words):
+    result = p2pq("submit", *node_args(cluster), *args, cluster_dir=cluster.cluster_dir, check_exit=1)
+    assert words in one_line_error(result)
+
+
+def test_status_json_of_any_task_is_json(cluster):
+    out = p2pq("submit", *node_args(cluster), "--json", "--wait", "echo", '{"a": [1, 2.5, null]}',
+               cluster_dir=cluster.cluster_dir)
+    tid = json.loads(out.stdout)["id"]
+    status = json.loads(p2pq("status", *node_args(cluster), "--json", tid, cluster_dir=cluster.cluster_dir).stdout)
+    assert status["args"] == [{"a": [1, 2.5, None]}]

@@ -5,32 +5,11 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2pq.core.messages import (Append, Dispatch, Finished, Heartbeat, Member, StateOffer, Submit,
-                                from_wire, to_wire)
+from p2pq.core.messages import from_wire, to_wire
 from p2pq.core.tasks import (CANCELLED, FAILED, LOST, SUCCEEDED, TIMEOUT, Attempt, TaskRecord,
                              TaskSpec, TaskTable)
-from p2pq.core.types import Term
 
-ids = st.text("abcdef0123456789", min_size=1, max_size=8)
-json_scalars = st.none() | st.booleans() | st.integers(-2**31, 2**31) | st.text(max_size=10) \
-    | st.floats(allow_nan=False, allow_infinity=False)
-targets = {"builtin": st.sampled_from(["noop", "echo", "sleep", "my_task"]),
-           "python": st.sampled_from(["pkg.mod:fn", "lab.jobs:train", "m:f"]),
-           "shell": ids}
-specs = st.sampled_from(sorted(targets)).flatmap(lambda kind: st.builds(
-    TaskSpec, kind=st.just(kind), target=targets[kind],
-    args=st.lists(json_scalars if kind != "shell" else st.text(max_size=10), max_size=3).map(tuple),
-    priority=st.integers(-2**63, 2**63 - 1),
-    retries=st.integers(0, 3), timeout_s=st.none() | st.floats(0.1, 100),
-    options=st.dictionaries(st.text(max_size=5).filter(lambda k: k not in ("cwd", "env", "kwargs")),
-                            json_scalars, max_size=2)))
-attempts = st.builds(
-    Attempt, attempt_id=st.sampled_from(["1.a.1", "1.a.2", "2.b.1"]), node=st.sampled_from(["a", "b"]),
-    started_at=st.floats(0, 10), ended_at=st.none() | st.floats(10, 20),
-    outcome=st.sampled_from([None, SUCCEEDED, FAILED, TIMEOUT, CANCELLED, LOST]),
-    result=st.none() | st.dictionaries(st.text(max_size=5), json_scalars, max_size=2),
-).map(lambda a: a if (a.ended_at is None) == (a.outcome is None) else
-      Attempt(a.attempt_id, a.node, a.started_at, None, None, None))
+from strategies import json_scalars, messages  # valid messages of every type
 
 
 # Copies of one attempt share id, node and start (the leader set them); they
@@ -85,28 +64,6 @@ def test_the_record_join_is_a_semilattice(a, b, c):
 def test_a_terminal_state_is_never_undone_by_a_merge(a, b):
     if a.state.terminal:
         assert a.join(b).state.terminal
-
-
-terms = st.builds(Term, st.integers(0, 1000), ids)
-task_records = st.builds(TaskRecord, task_id=ids, spec=specs, seq=st.tuples(st.integers(0, 99), st.integers(0, 99)),
-                         submitted_at=st.floats(0, 1e6),
-                         attempts=st.lists(attempts, max_size=2, unique_by=lambda a: a.attempt_id).map(tuple),
-                         cancelled=st.booleans())
-messages = st.one_of(
-    st.builds(Append, term=terms, prev_index=st.integers(-1, 99), last_index=st.integers(0, 99),
-              records=st.lists(task_records, max_size=3).map(tuple), snapshot=st.booleans()),
-    st.builds(Heartbeat, term=terms, priority=st.integers(0, 9),
-              members=st.lists(st.builds(Member, node=ids, priority=st.integers(0, 9),
-                                         address=st.none() | st.tuples(st.just("10.0.0.1"), st.integers(1, 65535)),
-                                         alive=st.booleans(), slots=st.integers(0, 8), running=st.integers(0, 8)),
-                               max_size=3).map(tuple),
-              followers=st.lists(ids, max_size=2).map(tuple), want_offer=st.booleans()),
-    st.builds(Dispatch, term=terms, record=task_records, attempt_id=ids),
-    st.builds(Finished, term=terms, record=task_records),
-    st.builds(StateOffer, term=terms, records=st.lists(task_records, max_size=2).map(tuple),
-              running=st.lists(st.tuples(ids, attempts), max_size=2).map(tuple)),
-    st.builds(Submit, tasks=st.lists(st.tuples(ids, specs), min_size=1, max_size=3).map(tuple)),
-)
 
 
 @settings(max_examples=300)

@@ -565,6 +565,50 @@ def test_a_client_that_never_reads_is_dropped_after_the_write_timeout(cluster: P
     run(body())
 
 
+def test_a_silent_connection_after_a_valid_hello_is_dropped_at_the_idle_limit(cluster: Path) -> None:
+    """G5: a client (or node) that says hello and then nothing is not kept forever."""
+    async def body() -> None:
+        node = await Node(cluster, "node-a", idle_timeout_s=0.3).start()
+        client = client_identity(cluster)
+        try:
+            r, w = await raw_tls(node.port, client)
+            w.write(encode_frame(hello_for(client)))
+            await read_frame(r)  # the node's hello: the connection is established
+            await wait_until(lambda: node.transport.stats.refused["idle"] == 1, what="idle")
+            assert await r.read() == b""  # closed by the node
+            w.transport.abort()
+            channel = await open_client(HOST, node.port, client, timeout_s=5)
+            assert (await channel.request({"type": "still serving"}))["type"] == "reply"
+            await channel.close()
+        finally:
+            await node.transport.close()
+
+    run(body())
+
+
+def test_keepalives_hold_quiet_links_and_channels_open_past_the_idle_limit(cluster: Path) -> None:
+    async def body() -> None:
+        import p2pq.net.transport as transport
+        a, b = await pair(cluster, idle_timeout_s=0.4, keepalive_s=0.05)
+        saved, transport.KEEPALIVE_S = transport.KEEPALIVE_S, 0.05
+        try:
+            await exchange(a, b, "first")
+            channel = await open_client(HOST, b.port, client_identity(cluster), timeout_s=5)
+            started = asyncio.get_running_loop().time()
+            await wait_until(lambda: asyncio.get_running_loop().time() - started > 1.2, timeout_s=5)
+            assert b.transport.stats.refused["idle"] == 0 and a.transport.stats.refused["idle"] == 0
+            assert (await channel.request({"type": "still here"}))["type"] == "reply"
+            await exchange(a, b, "second")
+            assert {m["type"] for m in b.messages_from("node-a")} == {"ping"}  # keepalives never delivered
+            await channel.close()
+        finally:
+            transport.KEEPALIVE_S = saved
+            await a.transport.close()
+            await b.transport.close()
+
+    run(body())
+
+
 def test_backoff_doubles_with_jitter_up_to_the_cap() -> None:
     backoff = _Backoff(random.Random(7))
     delays = [backoff.next_delay_s() for _ in range(10)]

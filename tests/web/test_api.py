@@ -190,6 +190,15 @@ def test_bad_reads_get_a_4xx_with_a_clear_message(node, path, status, code):
     (b'{"task": "noop", "retries": -1}', 400, "invalid", "retries"),
     (b'{"task": "noop", "kind": "rocket"}', 400, "invalid", "unknown task kind"),
     (b'{"task": "nomodule", "kind": "python"}', 400, "invalid", "pkg.module:function"),
+    (b'{"task": "noop", "priority": 1180591620717411303424}', 400, "invalid", "priority must be between"),
+    (b'{"task": "noop", "retries": 18446744073709551616}', 400, "invalid", "retries"),
+    (b'{"task": "noop", "timeout_s": 1e999}', 400, "invalid", "timeout_s"),
+    (b'{"task": "noop", "priority": 2.5}', 400, "invalid", "priority"),
+    (b'{"task": "noop", "id": "a b"}', 400, "invalid", "task id"),
+    (b'{"task": "fibonaci", "args": [3]}', 400, "invalid", "did you mean 'fibonacci'"),
+    (b'{"task": "fibonacci"}', 400, "invalid", "missing a required argument"),
+    (b'{"task": "echo", "args": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}', 400,
+     "invalid", "nests deeper"),
 ])
 def test_bad_submits_get_a_400_that_says_why(node, raw, status, code, says):
     got, body = node.post("/api/tasks", raw=raw)

@@ -53,3 +53,11 @@ def pid():
 
 
 NOT_CALLABLE = 42
+
+
+def nested(depth):
+    """A value `depth` lists deep."""
+    value = 0
+    for _ in range(depth):
+        value = [value]
+    return value

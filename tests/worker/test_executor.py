@@ -143,6 +143,15 @@ def test_python_callable_by_import_path():
     assert {o.status for o in outcomes} == {"succeeded"}
 
 
+def test_a_result_nested_deeper_than_the_wire_carries_fails_the_task_clearly():
+    async def body(ex):
+        return [await ex.run(str(n), python("sample_tasks:nested", n), None) for n in (32, 33)]
+
+    ok, deep = with_executor(body)
+    assert ok.status == "succeeded"
+    assert (deep.status, deep.error) == ("failed", "result nests deeper than 32 levels")
+
+
 def test_a_child_serves_many_tasks():
     async def body(ex):
         return [(await ex.run(str(i), python("sample_tasks:pid"), None)).value for i in range(3)]
