@@ -122,7 +122,9 @@ def _parse_peer(ctx, param, values):
 @click.option("--priority", type=INT64, default=None,
               help="Bully rank: the highest live node leads (ties: node id). Default: the one this "
                    "node's journal keeps, else 0.")
-@click.option("--slots", type=click.IntRange(0), default=None, help="Tasks run at once (default: CPU count).")
+@click.option("--slots", type=click.IntRange(0, schema.MAX_SLOTS), default=None,
+              help="Tasks run at once (default: CPU count). 0: a coordinator that can lead and holds "
+                   "copies of the queue but runs no task (a lab server, say).")
 @click.option("--prefetch", type=click.IntRange(0), default=8, show_default=True,
               help="When this node leads: tasks per slot it sends a node ahead of a free slot while that "
                    "node's tasks are short (they wait there, in order); 0 = off.")
@@ -137,7 +139,8 @@ def _parse_peer(ctx, param, values):
 @click.option("--http-host", default="127.0.0.1", show_default=True,
               help="Address of the HTTP server (0.0.0.0 exposes it to the network).")
 @click.option("--node-id", default=None, callback=_check_id,
-              help="Stable node id (default: the one this node's journal keeps, else HOSTNAME-PORT).")
+              help="Stable node id (default: the one this node's journal keeps, else HOSTNAME-PORT-xxxxxx, "
+                   "made once). Two nodes with one id: the one that started later stops, saying so.")
 @click.option("--durability", type=click.Choice(["memory", "written", "fsync"]), default="written",
               show_default=True,
               help="When a task counts as held: memory = in the follower's memory (the journal is "
@@ -166,7 +169,7 @@ def node(cluster_dir, data_dir, host, port, advertise, peers, no_mdns, mdns_inte
     import logging
     import os as _os
     from .core.types import Config
-    from .net.node import NodeSettings, run_node
+    from .net.node import NodeFailed, NodeSettings, run_node
     from .net.pki import PKIError
     from .net.storage import StorageError
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -184,7 +187,7 @@ def node(cluster_dir, data_dir, host, port, advertise, peers, no_mdns, mdns_inte
                             durability=durability)
     try:
         asyncio.run(run_node(settings))
-    except (PKIError, StorageError) as exc:
+    except (PKIError, StorageError, NodeFailed) as exc:
         raise UserError(str(exc)) from None
     except OSError as exc:
         raise UserError(f"cannot start the node: {exc}") from None

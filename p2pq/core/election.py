@@ -53,6 +53,8 @@ class ElectionMixin(_Base):
     # -- starting and finishing an election -------------------------------------
     def _start_election(self, reason: str) -> None:
         """Bully step 1: ask every higher node; none answering means we won."""
+        if self.stopping:
+            return  # a leaving node never stands for election
         if self.role is Role.LEADER or self.role is Role.GATHERING:
             self._step_down(reason)
         self._become(Role.ELECTING)
@@ -121,6 +123,8 @@ class ElectionMixin(_Base):
     def _on_election(self, sender: str, msg: Election) -> None:
         """Bully step 2: answer a lower node; lead, or start our own election."""
         self._see_term(msg.term)
+        if self.stopping:
+            return  # leaving: no ANSWER, so the lower node wins at once instead of waiting for us
         if self.peers[sender].rank > self.rank:
             return  # only lower nodes ask us; a higher one asking is stale
         self._send(sender, Answer(self.term))
@@ -139,6 +143,10 @@ class ElectionMixin(_Base):
 
     def _on_election_timer(self) -> None:
         if self.now < self.election_deadline:
+            return
+        if self.stopping:
+            if self.role in (Role.ELECTING, Role.WAITING):
+                self._become(Role.MEMBER)
             return
         if self.role is Role.ELECTING:
             for peer in self.peers.values():

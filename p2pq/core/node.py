@@ -186,11 +186,24 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
                 self.leader_heard_at = self.now
                 self.out.append(SetTimer("tick", self.now + self.config.heartbeat_interval_s))
             case ShutdownRequested():
-                self.stopping = True
-                for peer in self.peers.values():
-                    self._send(peer.node, Leave())
+                self._leave()
             case _:
                 raise TypeError(f"not an event: {event!r}")
+
+    def _leave(self) -> None:
+        """The operator stops this node: it leads no more, stands for no election, takes no work.
+
+        Peers hear LEAVE and fail over at once; whatever this node still
+        runs is taken back by the next leader (its lease ends with the node).
+        """
+        self.stopping = True
+        if self.role in (Role.LEADER, Role.GATHERING):
+            self._step_down("leaving the cluster")
+        if self.role is not Role.MEMBER:
+            self._become(Role.MEMBER)
+        self.leader = None
+        for peer in self.peers.values():
+            self._send(peer.node, Leave())
 
     # -- roles ------------------------------------------------------------------------
     def _become(self, role: Role) -> None:

@@ -121,6 +121,8 @@ class SchedulerMixin(_Base):
     def _on_dispatch(self, sender: NodeId, msg: Dispatch) -> None:
         if msg.attempt_id in self.executing or msg.attempt_id in self.unacked:
             return  # a duplicate dispatch
+        if self.stopping:
+            return  # leaving: the attempt is never run, and its lease ends with this node
         self._merge(msg.record)
         self._run_locally(msg.record, msg.attempt_id)
 

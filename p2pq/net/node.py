@@ -19,6 +19,8 @@ import functools
 import logging
 import os
 import random
+import re
+import secrets
 import signal
 import socket
 import time
@@ -35,6 +37,8 @@ from p2pq.core.node import NodeCore
 from p2pq.core.tasks import TaskSpec
 from p2pq.core.types import Config, InvariantViolation
 from p2pq.net.framing import FrameError
+
+from p2pq.worker.outcome import Outcome
 
 from .pki import ca_fingerprint, ensure_identity
 from .storage import EncodingBug, Restored, StorageError, Store, batch_of, open_store
@@ -67,13 +71,24 @@ class NodeSettings:
     durability: str = "written"  # memory | written | fsync: docs/durability.md
 
 
+def host_name() -> str:
+    """This machine's short host name, as a node id may hold it."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname().split(".")[0]) or "node"
+    return name[:100]
+
+
 def default_node_id(port: int) -> str:
-    return f"{socket.gethostname().split('.')[0]}-{port}"
+    """HOSTNAME-PORT-xxxxxx: unique with no configuration, even on machines cloned from one image.
+
+    Made once, when a node first starts; its journal keeps it from then on.
+    """
+    return f"{host_name()}-{port}-{secrets.token_hex(3)}"
 
 
-def default_data_dir(node_id: str) -> Path:
+def default_data_dir(name: str) -> Path:
+    """~/.local/share/p2pq/NAME: HOSTNAME-PORT by default, so each machine of a shared home has its own."""
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
-    return Path(base) / "p2pq" / node_id
+    return Path(base) / "p2pq" / name
 
 
 def outward_address() -> str:
@@ -89,6 +104,10 @@ def outward_address() -> str:
 def spec_to_executor(spec: TaskSpec) -> dict:
     """The executor's view of a task spec (kind-specific options flattened in)."""
     return {"kind": spec.kind, "target": spec.target, "args": list(spec.args), **spec.options}
+
+
+class NodeFailed(Exception):
+    """Why a node stopped by itself (the journal failed, a bug, its id is taken): one line."""
 
 
 class StepLoad:
@@ -110,8 +129,8 @@ class NodeRuntime:
 
     def __init__(self, settings: NodeSettings) -> None:
         self.settings = settings
-        self.node_id = settings.node_id or default_node_id(settings.port)
-        self.data_dir = settings.data_dir or default_data_dir(self.node_id)
+        self.node_id = settings.node_id or default_node_id(settings.port)  # the journal's id wins, at start
+        self.data_dir = settings.data_dir or default_data_dir(settings.node_id or f"{host_name()}-{settings.port}")
         self.advertise = settings.advertise_host or (
             outward_address() if settings.host in ("0.0.0.0", "::", "") else settings.host)
         self.notes: collections.deque[dict] = collections.deque(maxlen=1000)
@@ -119,7 +138,7 @@ class NodeRuntime:
         self.core: NodeCore | None = None
         self.transport: Transport | None = None
         self.store: Store | None = None
-        self.failure: StorageError | None = None  # set when the journal fails: the node stops
+        self.failure: NodeFailed | None = None  # set when the node must stop (journal, bug, duplicate id)
         self.on_fatal = None  # called (no arguments) after `failure` is set
         self._events: list[Any] = []
         self._outbox: asyncio.Queue = asyncio.Queue()  # (journal write, commands) per batch, in order
@@ -150,15 +169,17 @@ class NodeRuntime:
                              restored_forgotten=restored.forgotten)
         if self.store.corruption:
             self._note("journal_corrupted", {"message": self.store.corruption})
-        from p2pq.worker import Executor
-        self.executor = Executor(s.config.slots)
-        await self.executor.start()
+        if s.config.slots > 0:  # --slots 0: a coordinator that leads and holds copies, runs nothing
+            from p2pq.worker import Executor
+            self.executor = Executor(s.config.slots)
+            await self.executor.start()
         self.transport = Transport(
             node_id=self.node_id, identity=identity, host=s.host, port=s.port,
             hello_extra={"priority": s.priority, "listen": [self.advertise, s.port],
                          "slots": s.config.slots, "fp": self.fingerprint},
             on_peer_message=self._on_peer_message, on_peer_hello=self._on_peer_hello,
-            on_client_message=self._on_client_message, protocol_version=PROTOCOL_VERSION)
+            on_client_message=self._on_client_message, on_duplicate_id=self._stop_for,
+            protocol_version=PROTOCOL_VERSION)
         await self.transport.start()
         self._spawn(self._pump(), "pump")
         self._spawn(self._release(), "release")
@@ -307,7 +328,7 @@ class NodeRuntime:
 
     def _stop_for(self, reason: str) -> None:
         """A fault the node must not survive: one clear line, then stop as a crash would."""
-        self.failure = StorageError(reason)
+        self.failure = NodeFailed(reason)
         log.critical("%s", reason)
         if self.on_fatal is not None:
             self.on_fatal()
@@ -398,10 +419,12 @@ class NodeRuntime:
                 self._set_timer(name, at_s)
             case Reply(request_id, body):
                 self._answer(request_id, body)
+            case RunTask(task_id, attempt_id, spec) if self.executor is None:
+                self._ran(task_id, attempt_id, Outcome("failed", error="this node runs no tasks (--slots 0)"))
             case RunTask(task_id, attempt_id, spec):
                 self.executor.submit(attempt_id, spec_to_executor(spec), spec.timeout_s,
                                      functools.partial(self._ran, task_id, attempt_id))
-            case StopTask(_, attempt_id):
+            case StopTask(_, attempt_id) if self.executor is not None:
                 self.executor.cancel(attempt_id)
             # PersistTerm, PersistRecords, ForgetRecords: already in the journal (_pump)
             case Note(kind, detail):
@@ -484,7 +507,7 @@ async def run_node(settings: NodeSettings) -> None:
     runtime.on_fatal = stop.set
     print(f"p2pq node {runtime.node_id} listening on {runtime.advertise}:{settings.port}", flush=True)
     await stop.wait()
-    if runtime.failure is not None:  # the journal failed: stop as a crash would, say why
+    if runtime.failure is not None:  # stop as a crash would, and say why
         await runtime.close()
         raise runtime.failure
     log.info("leaving the cluster")

@@ -33,8 +33,10 @@ import asyncio
 import collections
 import logging
 import random
+import secrets
 import socket
 import ssl
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Coroutine
 
@@ -53,7 +55,14 @@ log = logging.getLogger("p2pq.net")
 
 BACKOFF_INITIAL_S = 0.05
 BACKOFF_MAX_S = 2.0
+# A peer unreachable for a minute is dialed every 15-30 s, not every 2 s; its own
+# hello (it came back and dialed us) wakes our link at once.
+LONG_OUTAGE_S = 60.0
+LONG_OUTAGE_BACKOFF_S = 30.0
 MAX_QUEUED_FRAMES = 100_000
+# While a link is down only the newest frames wait for it: the protocol resends
+# what matters, and a dead peer's heartbeats must not pile up for hours.
+MAX_UNSENT_FRAMES = 1024
 # One write per wakeup, but bounded so a huge backlog does not build one
 # giant bytes object; 1 MiB still amortises the syscall over many frames.
 _MAX_WRITE_BYTES = 1024 * 1024
@@ -82,6 +91,14 @@ class HandshakeRejected(TransportError):
     """The node refused our hello (for example another protocol version)."""
 
 
+class DuplicateId(HandshakeRejected):
+    """Another node holds this node's id; `stop` is True when this node is the newer of the two."""
+
+    def __init__(self, message: str, stop: bool) -> None:
+        super().__init__(message)
+        self.stop = stop
+
+
 class RequestTimeout(TransportError):
     """No answer within the deadline."""
 
@@ -105,9 +122,10 @@ class _IdlePeer(Exception):
 class _Refused(Exception):
     """An inbound connection refused during the handshake: reason key + message."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, **detail: Any) -> None:
         super().__init__(message)
         self.reason = reason
+        self.detail = detail  # more keys for the error frame the dialer reads
 
 
 @dataclass
@@ -142,6 +160,13 @@ class _Outbox:
             self._stats.frames_dropped += 1  # the deque evicts the oldest
         self._frames.append(frame)
         self._ready.set()
+
+    def put_bounded(self, frame: bytes, bound: int) -> None:
+        """put(), keeping at most `bound` frames (the oldest dropped)."""
+        while len(self._frames) >= bound:
+            self._frames.popleft()
+            self._stats.frames_dropped += 1
+        self.put(frame)
 
     def put_front(self, older: _Outbox) -> None:
         """Prepend another outbox's (older) frames, dropping the oldest beyond the bound."""
@@ -202,6 +227,7 @@ class _PeerLink:
         self.task: asyncio.Task[None] | None = None
         self.connected = False
         self.failing = False  # log the first dial failure of an outage only
+        self.down_since: float | None = None  # loop time the current outage began
 
 
 class ClientConnection:
@@ -239,6 +265,7 @@ class Transport:
         on_peer_message: Callable[[str, Message], None],
         on_peer_hello: Callable[[str, Message], None],
         on_client_message: Callable[[ClientConnection, Message], None],
+        on_duplicate_id: Callable[[str], None] | None = None,
         protocol_version: int = PROTOCOL_VERSION,
         max_frame_bytes: int = MAX_FRAME_BYTES,
         handshake_timeout_s: float = 5.0,
@@ -258,6 +285,11 @@ class Transport:
         self._on_peer_message = on_peer_message
         self._on_peer_hello = on_peer_hello
         self._on_client_message = on_client_message
+        self._on_duplicate_id = on_duplicate_id
+        # Who we are beyond our id: a node with our id but another instance is a duplicate,
+        # and the one that started later is the one that must stop.
+        self._instance = secrets.token_hex(8)
+        self._started_at = time.time()
         self._version = protocol_version
         self._max_frame_bytes = max_frame_bytes
         self._handshake_timeout_s = handshake_timeout_s
@@ -319,7 +351,10 @@ class Transport:
         if link is None:
             link = self._new_link(peer_id, self._addresses.get(peer_id))
             self._links[peer_id] = link
-        link.outbox.put(frame)
+        if link.connected:
+            link.outbox.put(frame)
+        else:
+            link.outbox.put_bounded(frame, MAX_UNSENT_FRAMES)
 
     def set_address(self, peer_id: str, host: str, port: int) -> None:
         """Where to dial peer_id from now on (used at the next (re)connect)."""
@@ -375,7 +410,8 @@ class Transport:
     def _hello(self) -> Message:
         # Reserved keys last, so hello_extra cannot spoof them.
         return {**self._hello_extra, "type": "hello", "version": self._version,
-                "node_id": self.node_id, "kind": "node"}
+                "node_id": self.node_id, "kind": "node", "instance": self._instance,
+                "started_at": self._started_at, "listen_port": self._port}
 
     def _call(self, what: str, callback: Callable[..., None], *args: Any) -> None:
         """Run a user callback; its bugs are logged, never fatal to the reader loop."""
@@ -395,13 +431,19 @@ class Transport:
     async def _run_link(self, link: _PeerLink) -> None:
         """Keep one connection to link's peer up, redialing with backoff."""
         backoff = _Backoff(self._rng)
+        loop = asyncio.get_running_loop()
         while True:
             try:
                 if await self._link_attempt(link, backoff):
                     return
             except Exception:  # a bug must not silently kill the peer's link
                 log.exception("link to %s failed", link.peer_id or link.address)
-            await self._sleep_backoff(link, backoff.next_delay_s())
+            now = loop.time()
+            link.down_since = link.down_since if link.down_since is not None else now
+            delay_s = backoff.next_delay_s()
+            if now - link.down_since > LONG_OUTAGE_S:
+                delay_s = LONG_OUTAGE_BACKOFF_S * self._rng.uniform(0.5, 1.0)
+            await self._sleep_backoff(link, delay_s)
 
     async def _link_attempt(self, link: _PeerLink, backoff: _Backoff) -> bool:
         """Dial once and serve the connection until it drops; True if the link is done."""
@@ -446,6 +488,14 @@ class Transport:
             log.debug("seed %s:%d is %s", *address, exc)
             self._seeds.pop(address, None)
             return None
+        except DuplicateId as exc:
+            self.stats.dial_failures += 1
+            if exc.stop and self._on_duplicate_id is not None:
+                self._on_duplicate_id(str(exc))
+            elif not link.failing:
+                log.warning("%s", exc)
+            link.failing = True
+            return None
         except (OSError, TransportError, FrameError, PKIError) as exc:  # incl. timeouts
             self.stats.dial_failures += 1
             # Say it once per outage; a refused hello (another version) is a
@@ -467,7 +517,7 @@ class Transport:
         the peer replace our live inbound connection with the seed's.
         """
         if peer_id == self.node_id:
-            return "this node itself"
+            return None  # ourselves, or a duplicate of our id: the hello's instance tells which
         link = self._links.get(peer_id)
         if link is not None and link.connected:
             return f"{peer_id}, already connected"
@@ -494,6 +544,7 @@ class Transport:
         peer_id = link.peer_id
         assert peer_id is not None
         link.connected = True
+        link.down_since = None
         log.info("connected to %s at %s:%d", peer_id, *address)
         self._peer_hello(peer_id, hello, address[0])
         try:
@@ -538,7 +589,7 @@ class Transport:
             self.stats.refused[refused.reason] += 1
             # A bare connect-and-close is a port probe or our own seed
             # finding itself: worth a line, not a warning.
-            level = logging.INFO if refused.reason == "closed" else logging.WARNING
+            level = logging.INFO if refused.reason in ("closed", "self") else logging.WARNING
             log.log(level, "refused connection from %s: %s", _fmt(remote), refused)
             await _close_writer(writer)
         except Exception:  # a bug here must not take the server down (G5)
@@ -555,7 +606,7 @@ class Transport:
                 try:
                     self._check_hello(hello, cn, kind)
                 except _Refused as refused:
-                    await self._tell_refused(writer, str(refused))
+                    await self._tell_refused(writer, str(refused), **refused.detail)
                     raise
                 writer.write(encode_frame(self._hello()))
                 return cn, kind, hello
@@ -601,12 +652,26 @@ class Transport:
             raise _Refused("hello", f"hello names {hello.get('kind')} {hello.get('node_id')!r} "
                                     f"but the certificate is {kind} {cn!r}")
         if kind == "node" and cn == self.node_id:
-            raise _Refused("duplicate_id", f"a peer uses this node's own id {cn!r}")
+            self._refuse_own_id(hello)
 
-    async def _tell_refused(self, writer: asyncio.StreamWriter, reason: str) -> None:
+    def _refuse_own_id(self, hello: Message) -> None:
+        """A hello with our own id: ourselves through a seed, or a duplicate, of which the newer stops."""
+        if hello.get("instance") == self._instance:
+            raise _Refused("self", "this node itself", code="self")
+        theirs = (hello.get("started_at"), str(hello.get("instance")))
+        they_are_newer = not isinstance(theirs[0], (int, float)) or theirs > (self._started_at, self._instance)
+        theirs_at, mine_at = _listen_of(hello), _listen_of(self._hello_extra)
+        older, newer = (mine_at, theirs_at) if they_are_newer else (theirs_at, mine_at)
+        message = (f"node id {self.node_id!r} is already taken by the node at {older}, which started "
+                   f"earlier; give each node its own --node-id (the node at {newer} stops)")
+        if not they_are_newer and self._on_duplicate_id is not None:
+            self._on_duplicate_id(message)
+        raise _Refused("duplicate_id", message, code="duplicate_id", you_stop=they_are_newer)
+
+    async def _tell_refused(self, writer: asyncio.StreamWriter, reason: str, **detail: Any) -> None:
         """Best effort: tell the dialer why, so the user sees one clear line."""
         try:
-            writer.write(encode_frame({"type": "error", "reason": reason}))
+            writer.write(encode_frame({**detail, "type": "error", "reason": reason}))
             async with asyncio.timeout(0.5):
                 await writer.drain()
         except (OSError, TimeoutError, FrameError):
@@ -620,6 +685,9 @@ class Transport:
         if previous is not None:
             previous.cancel()  # the peer restarted or redialed: the newest wins
         self._peer_hello(cn, hello, remote[0] if remote else None)
+        link = self._links.get(cn)
+        if link is not None and not link.connected:
+            link.wake.set()  # it is back: redial now, not at the end of a long backoff
         outbox = _Outbox(self._max_queued, self.stats)  # only ever holds nothing
         try:
             reason = await self._pump(reader, writer, outbox,
@@ -750,6 +818,10 @@ async def _dial(address: tuple[str, int], ctx: ssl.SSLContext, hello: Message, v
 
 def _check_reply(reply: Message, peer_id: str, version: int, address: tuple[str, int]) -> None:
     where = f"{address[0]}:{address[1]}"
+    if reply["type"] == "error" and reply.get("code") == "self":
+        raise _NotNeeded("this node itself")
+    if reply["type"] == "error" and reply.get("code") == "duplicate_id":
+        raise DuplicateId(str(reply.get("reason")), stop=reply.get("you_stop") is True)
     if reply["type"] == "error":
         raise HandshakeRejected(f"node at {where} refused us: {reply.get('reason')}")
     if reply["type"] != "hello":
@@ -760,6 +832,13 @@ def _check_reply(reply: Message, peer_id: str, version: int, address: tuple[str,
     if reply.get("node_id") != peer_id:
         raise HandshakeRejected(f"node at {where} says it is {reply.get('node_id')!r} "
                                 f"but its certificate says {peer_id!r}")
+
+
+def _listen_of(hello: Message) -> str:
+    listen = hello.get("listen")
+    if isinstance(listen, (list, tuple)) and len(listen) == 2:
+        return f"{listen[0]}:{listen[1]}"
+    return "an unknown address"
 
 
 def _set_nodelay(writer: asyncio.StreamWriter) -> None:

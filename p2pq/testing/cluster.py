@@ -79,6 +79,7 @@ class LocalCluster:
     mdns: bool = False
     seeds: bool = True
     extra_args: list[str] = field(default_factory=list)
+    node_args: dict[int, list[str]] = field(default_factory=dict)  # more flags for node i (the last wins)
     base_dir: Path | None = None
     nodes: list[LocalNode] = field(default_factory=list)
     _tmp: Any = None
@@ -128,7 +129,7 @@ class LocalCluster:
             args += ["--mdns-interface", "127.0.0.1"]
         if self.seeds and i > 0:
             args += ["--peer", f"127.0.0.1:{ports[0]}"]
-        args += self.extra_args
+        args += self.extra_args + self.node_args.get(i, [])
         return LocalNode(i, node_id, port, i + 1, data_dir, args, self.base_dir / f"{node_id}.log")
 
     def _spawn(self, node: LocalNode) -> None:

@@ -98,3 +98,52 @@ def test_kill_9_of_a_node_running_a_task_reruns_it_elsewhere(cluster):
     nodes = [(a["node"], a["outcome"]) for a in task["attempts"]]
     assert nodes[0] == (runner, "lost")
     assert nodes[-1][1] == "succeeded" and nodes[-1][0] != runner
+
+
+def test_a_coordinator_with_no_slots_leads_and_runs_nothing():
+    """--slots 0 (issue 13): the highest node leads and replicates; every task runs elsewhere."""
+    with LocalCluster(2, slots=1, node_args={1: ["--slots", "0"]}) as cluster:
+        index, _ = cluster.leader()
+        assert cluster.nodes[index].node_id == "node2"
+        client = cluster.client(1)
+        ids = [client.submit("echo", i) for i in range(6)]
+        tasks = [client.result(i, wait=True, timeout_s=30) for i in ids]
+        assert {t["state"] for t in tasks} == {"succeeded"}
+        assert {a["node"] for t in tasks for a in t["attempts"]} == {"node1"}
+        slots = {m["node"]: m["slots"] for m in cluster.view(0)["members"]}
+        assert slots == {"node1": 1, "node2": 0}
+
+
+def test_a_second_node_with_a_taken_id_stops_with_one_line_and_the_first_serves():
+    """Issue 13: two nodes with one id each elected themselves and stayed apart, silently."""
+    cluster = LocalCluster(2, slots=1, node_args={1: ["--node-id", "node1"]})
+    try:
+        cluster.start(wait=False)
+        cluster.kill(1)  # let node1 come up first: the newer of the two is the one that stops
+        wait_for(lambda: cluster.view(0)["role"] == "leader", 20, "node1 leading alone")
+        cluster.restart(1)
+        twin = cluster.nodes[1]
+        wait_for(lambda: twin.process.poll() is not None, 20, "the twin to stop")
+        log = twin.log_path.read_text()
+        assert twin.process.returncode != 0 and "Traceback" not in log
+        assert "node id 'node1' is already taken by the node at 127.0.0.1:" in log
+        assert f"the node at 127.0.0.1:{twin.port} stops" in log
+        assert cluster.nodes[0].running and cluster.view(0)["role"] == "leader"
+        assert cluster.client(0).submit("noop")
+    finally:
+        cluster.stop()
+
+
+def test_a_node_without_an_id_makes_a_unique_one_and_keeps_it(tmp_path):
+    from p2pq.net.node import NodeRuntime, NodeSettings, default_node_id
+    from p2pq.net.storage import open_store
+    assert default_node_id(7470) != default_node_id(7470)
+    (tmp_path / "data").mkdir()
+    ids = []
+    for _ in range(2):
+        runtime = NodeRuntime(NodeSettings(cluster_dir=tmp_path / "cluster", data_dir=tmp_path / "data", port=7470))
+        runtime.store = open_store(runtime.data_dir, "written")
+        runtime._settle_identity(runtime.store.load())
+        runtime.store.close()
+        ids.append(runtime.node_id)
+    assert ids[0] == ids[1] and ids[0].rsplit("-", 2)[1] == "7470"

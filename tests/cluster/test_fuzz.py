@@ -169,3 +169,28 @@ def test_a_rogue_node_with_hostile_messages_never_takes_a_node_down(cluster, tmp
         loop.run(rogue.close())
         loop.close()
     report("node path (sent to each of 3 nodes)", sent, collections.Counter())
+
+
+def test_a_burst_of_malformed_requests_changes_no_leadership(cluster, tmp_path):
+    """Issue 12's flood: 600 malformed queries at the leader, mixed with real submits."""
+    before = leader_term(cluster)
+    leader = next(i for i, n in enumerate(cluster.nodes) if n.node_id == before[0])
+    identity = ensure_identity(cluster.cluster_dir, tmp_path / "ids", "client-flood", "client")
+    bad = [{"type": "query", "what": "task", "params": "x"}, {"type": "query", "what": "list", "params": {"limit": "abc"}},
+           {"type": "wait", "task_id": [1]}, {"type": "cancel", "task_id": {"a": 1}},
+           {"type": "submit", "tasks": [["t", {"kind": "builtin", "target": "noop", "timeout_s": "abc"}]]},
+           {"type": "submit", "tasks": [["t", {"kind": "builtin", "target": "noop", "priority": 2**64 - 1}]]}]
+
+    async def flood():
+        channel = await open_client("127.0.0.1", cluster.nodes[leader].port, identity)
+        try:
+            return await asyncio.gather(*(channel.request(dict(bad[i % len(bad)]), timeout_s=20)
+                                          for i in range(600)))
+        finally:
+            await channel.close()
+    replies = asyncio.run(flood())
+    assert {r["error"] for r in replies} == {"invalid"}
+    for _ in range(5):
+        serves(cluster, leader)
+    wait_for(lambda: all(n["alive"] for n in cluster.view(0)["members"]), 10, "every node alive")
+    assert leader_term(cluster) == before

@@ -149,3 +149,35 @@ def test_a_stranger_that_joins_is_told_whom_we_know_and_joins_them():
 def test_a_known_peer_that_joins_again_gets_no_gossip():
     seed = node("n1", 1, {"n3": 3, "n4": 4})
     assert sends(recv(seed, "n4", Join(4, None, 2), 0.1), Gossip) == []
+
+
+def test_a_leaving_leader_steps_down_and_never_stands_for_election_again():
+    """Issue 13: a node stopped with Ctrl-C re-elected itself and ran a task twice."""
+    from p2pq.core.events import RunTask, ShutdownRequested
+    from p2pq.core.messages import Dispatch, Leave
+    from p2pq.core.tasks import Attempt, TaskRecord, TaskSpec
+    n3 = node("n3", 3, {"n1": 1, "n2": 2})
+    make_leader(n3)
+    out = n3.handle(ShutdownRequested(), 2.0)
+    assert n3.role is Role.MEMBER and n3.leader is None
+    assert sorted(c.to for c in out if isinstance(c, Send) and isinstance(c.message, Leave)) == ["n1", "n2"]
+    # n2 takes over; a lower node's election and every timer leave n3 a member that answers nothing
+    out = recv(n3, "n1", Election(Term(1, "n3"), 1), 2.1)
+    assert sends(out, Answer) == [] and sends(out, Election) == [] and n3.role is Role.MEMBER
+    for t in (2.5, 3.5, 4.5):
+        out = n3.handle(TimerFired("tick"), t) + n3.handle(TimerFired("election"), t)
+        assert sends(out, Election) == [] and sends(out, Coordinator) == [] and n3.role is Role.MEMBER
+    recv(n3, "n2", Coordinator(Term(2, "n2"), 2), 4.6)
+    record = TaskRecord("t1", TaskSpec("builtin", "noop"), (2, 1), 4.0, (Attempt("2.n2.1", "n3", 4.6),))
+    out = recv(n3, "n2", Dispatch(Term(2, "n2"), record, "2.n2.1"), 4.7)
+    assert of(out, RunTask) == []  # takes no new work
+
+
+def test_a_leaving_candidate_gives_up_its_election():
+    from p2pq.core.events import ShutdownRequested
+    n1 = node("n1", 1, {"n2": 2})
+    n1.handle(TimerFired("tick"), 1.5)
+    assert n1.role is Role.ELECTING
+    n1.handle(ShutdownRequested(), 1.55)
+    out = n1.handle(TimerFired("election"), 2.0)
+    assert n1.role is Role.MEMBER and sends(out, Coordinator) == []

@@ -261,6 +261,38 @@ def test_full_outbox_drops_the_oldest(cluster: Path) -> None:
     run(body())
 
 
+def test_a_dead_peer_keeps_only_its_newest_frames_and_its_return_wakes_the_link(cluster: Path) -> None:
+    """Issue 13: frames for a departed node piled up for hours; it was redialed every 2 s forever."""
+    import p2pq.net.transport as transport
+    from p2pq.testing.cluster import free_ports
+
+    async def body() -> None:
+        saved = transport.LONG_OUTAGE_S, transport.LONG_OUTAGE_BACKOFF_S
+        transport.LONG_OUTAGE_S, transport.LONG_OUTAGE_BACKOFF_S = 0.2, 120.0
+        (port,) = free_ports(1)
+        a = await Node(cluster, "node-a").start()
+        try:
+            a.transport.set_address("node-b", HOST, port)  # nothing listens there yet
+            for i in range(5000):
+                a.transport.send("node-b", {"type": "n", "i": i})
+            assert a.transport.queued_frames("node-b") == transport.MAX_UNSENT_FRAMES
+            await wait_until(lambda: a.transport.stats.dial_failures >= 4, what="failed dials")
+            started = asyncio.get_running_loop().time()
+            b = await Node(cluster, "node-b", port=port).start()
+            b.transport.set_address("node-a", HOST, a.port)
+            b.transport.send("node-a", {"type": "back"})  # its hello reaches node-a first
+            await wait_until(lambda: len(b.messages_from("node-a")) == transport.MAX_UNSENT_FRAMES,
+                             timeout_s=20, what="the queued frames")
+            assert asyncio.get_running_loop().time() - started < 20  # not the 60-120 s backoff
+            assert [m["i"] for m in b.messages_from("node-a")] == list(range(5000 - transport.MAX_UNSENT_FRAMES, 5000))
+            await b.transport.close()
+        finally:
+            transport.LONG_OUTAGE_S, transport.LONG_OUTAGE_BACKOFF_S = saved
+            await a.transport.close()
+
+    run(body())
+
+
 def test_reconnects_after_the_peer_restarts_on_the_same_port(cluster: Path) -> None:
     async def body() -> None:
         a, b = await pair(cluster)
@@ -605,6 +637,35 @@ def test_keepalives_hold_quiet_links_and_channels_open_past_the_idle_limit(clust
             transport.KEEPALIVE_S = saved
             await a.transport.close()
             await b.transport.close()
+
+    run(body())
+
+
+def test_two_nodes_with_one_id_are_told_apart_and_the_newer_one_is_stopped(cluster: Path, tmp_path: Path) -> None:
+    """Issue 13: cloned machines shared an id and silently split the cluster."""
+    async def body() -> None:
+        stopped: dict[str, list[str]] = {"first": [], "second": []}
+        first = await Node(cluster, "node-a", on_duplicate_id=stopped["first"].append).start()
+        twin_identity = ensure_identity(cluster, tmp_path / "twin-ids", "node-a", "node")
+        second = Node(cluster, "node-b", on_duplicate_id=stopped["second"].append)
+        second.transport = Transport(node_id="node-a", identity=twin_identity, host=HOST, port=0,
+                                     hello_extra={"priority": 5, "listen": [HOST, 0]},
+                                     on_peer_message=lambda *a: None, on_peer_hello=lambda *a: None,
+                                     on_client_message=lambda *a: None,
+                                     on_duplicate_id=stopped["second"].append)
+        await second.transport.start()
+        try:
+            second.transport.dial_seed(HOST, first.port)  # a --peer seed reaches the twin
+            await wait_until(lambda: stopped["second"], what="the newer twin told to stop")
+            assert stopped["first"] == []
+            assert "already taken" in stopped["second"][0] and "--node-id" in stopped["second"][0]
+            assert first.transport.stats.refused["duplicate_id"] == 1
+            first.transport.dial_seed(HOST, first.port)  # a seed that is the node itself stays quiet
+            await wait_until(lambda: not first.transport._seeds, what="self-seed dropped")
+            assert stopped["first"] == [] and first.transport.stats.refused["self"] == 1
+        finally:
+            await first.transport.close()
+            await second.transport.close()
 
     run(body())
 
