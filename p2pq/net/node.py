@@ -423,7 +423,7 @@ class NodeRuntime:
                 self._ran(task_id, attempt_id, Outcome("failed", error="this node runs no tasks (--slots 0)"))
             case RunTask(task_id, attempt_id, spec):
                 self.executor.submit(attempt_id, spec_to_executor(spec), spec.timeout_s,
-                                     functools.partial(self._ran, task_id, attempt_id))
+                                     functools.partial(self._ran, task_id, attempt_id), spec.priority)
             case StopTask(_, attempt_id) if self.executor is not None:
                 self.executor.cancel(attempt_id)
             # PersistTerm, PersistRecords, ForgetRecords: already in the journal (_pump)

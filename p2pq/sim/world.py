@@ -27,7 +27,6 @@ method to call, and the set of live edges is cached on every topology change.
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import heapq
 from heapq import heappush
@@ -67,7 +66,7 @@ class SimNode:
     disk_forgotten: dict[str, None] = field(default_factory=dict)  # tombstones of pruned tasks
     inbox: list = field(default_factory=list)   # events (timers as tuples) held while paused
     running: set[str] = field(default_factory=set)  # attempts in a slot, as in Executor
-    waiting: collections.deque = field(default_factory=collections.deque)  # RunTasks for a slot, FIFO
+    waiting: list = field(default_factory=list)  # (priority, arrival, RunTask) for a slot: a heap, as in Executor
     leadership: Leadership | None = None        # the LEADER interval now open
 
 
@@ -416,11 +415,12 @@ class World:
             self.history.ack_issued(self.now, node.id, body.get("term", ""))
 
     def _do_run(self, node: SimNode, command: RunTask) -> None:
-        """Start the task in a free slot, or queue it for one (first come, first served)."""
+        """Start the task in a free slot, or queue it for one (the most urgent first, as Executor does)."""
         if len(node.running) < max(1, self.config.slots):
             self._start_run(node, command)
         else:
-            node.waiting.append(command)
+            self._seq += 1
+            heappush(node.waiting, (command.spec.priority, self._seq, command))
 
     def _start_run(self, node: SimNode, command: RunTask) -> None:
         node.running.add(command.attempt_id)
@@ -443,12 +443,13 @@ class World:
     def _free_slot(self, node: SimNode, attempt_id: str) -> None:
         node.running.discard(attempt_id)
         if node.waiting and len(node.running) < max(1, self.config.slots):
-            self._start_run(node, node.waiting.popleft())
+            self._start_run(node, heapq.heappop(node.waiting)[2])
 
     def _do_stop(self, node: SimNode, command: StopTask) -> None:
-        queued = next((c for c in node.waiting if c.attempt_id == command.attempt_id), None)
+        queued = next((w for w in node.waiting if w[2].attempt_id == command.attempt_id), None)
         if queued is not None:
             node.waiting.remove(queued)  # never started: nothing ran
+            heapq.heapify(node.waiting)
         else:
             self.history.execution_end(command.attempt_id, self.now, CANCELLED)
             self._free_slot(node, command.attempt_id)

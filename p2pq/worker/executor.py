@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import heapq
 import json
 import logging
 import os
@@ -264,35 +265,39 @@ class _Slot:
 
 
 class _SlotPool:
-    """Free slots, handed out first-come first-served."""
+    """Free slots, handed out to waiters by task priority (lower first), ties first-come first-served.
+
+    A node holds the tasks the leader prefetched to it; an urgent one that
+    arrives later must not wait behind them (G4 at the node).
+    """
 
     def __init__(self, slots: list[_Slot]) -> None:
         self._idle: collections.deque[_Slot] = collections.deque(slots)
-        self._waiters: collections.deque[asyncio.Future[_Slot]] = collections.deque()
+        self._waiters: list[tuple[int, int, asyncio.Future[_Slot]]] = []  # a heap
+        self._arrivals = 0
 
     @property
     def idle(self) -> int:
         return len(self._idle)
 
-    async def acquire(self) -> _Slot:
+    async def acquire(self, priority: int = 0) -> _Slot:
         # Invariant: a slot is idle only while nobody waits.
         if self._idle:
             return self._idle.popleft()
         waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
+        self._arrivals += 1
+        heapq.heappush(self._waiters, (priority, self._arrivals, waiter))
         try:
             return await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 self.release(waiter.result())  # handed over just as we were cancelled
-            else:
-                with suppress(ValueError):
-                    self._waiters.remove(waiter)
+            # else: its heap entry is skipped when popped (a cancelled future is done)
             raise
 
     def release(self, slot: _Slot) -> None:
         while self._waiters:
-            waiter = self._waiters.popleft()
+            _, _, waiter = heapq.heappop(self._waiters)
             if not waiter.done():
                 waiter.set_result(slot)
                 return
@@ -306,6 +311,7 @@ class _SlotPool:
 class _Run:
     run_id: str
     timeout_s: float | None
+    priority: int = 0  # waiting for a slot: lower first
     job: asyncio.Task[Outcome] | None = None
     started_s: float | None = None
     reason: str | None = None  # "timeout" | "cancelled", once aborted
@@ -364,9 +370,9 @@ class Executor:
         self._state = "started"
         await asyncio.gather(*(slot.child() for slot in self._slots))
 
-    async def run(self, run_id: str, spec: dict, timeout_s: float | None) -> Outcome:
+    async def run(self, run_id: str, spec: dict, timeout_s: float | None, priority: int = 0) -> Outcome:
         """Run one task to its end. Never raises for the task's failures."""
-        run = self._begin(run_id, spec, timeout_s)
+        run = self._begin(run_id, spec, timeout_s, priority)
         if isinstance(run, Outcome):
             return run
         try:
@@ -377,20 +383,20 @@ class Executor:
             return run.aborted()
 
     def submit(self, run_id: str, spec: dict, timeout_s: float | None,
-               on_done: Callable[[Outcome], None]) -> None:
+               on_done: Callable[[Outcome], None], priority: int = 0) -> None:
         """Start one task; `on_done(outcome)` is called (on the loop) when it ends.
 
         run() without a coroutine of the caller's to await it: the node
         starts every task this way, one asyncio task per run instead of two.
         """
-        run = self._begin(run_id, spec, timeout_s)
+        run = self._begin(run_id, spec, timeout_s, priority)
         if isinstance(run, Outcome):
             asyncio.get_running_loop().call_soon(on_done, run)
         else:
             assert run.job is not None
             run.job.add_done_callback(lambda job: on_done(_ended(run, job)))
 
-    def _begin(self, run_id: str, spec: dict, timeout_s: float | None) -> _Run | Outcome:
+    def _begin(self, run_id: str, spec: dict, timeout_s: float | None, priority: int = 0) -> _Run | Outcome:
         """Check the spec and start the run's job; an Outcome instead if it cannot start."""
         if self._state == "new":
             raise RuntimeError("Executor.run() before start()")
@@ -405,7 +411,7 @@ class Executor:
             return Outcome("failed", error=one_line(exc))
         if run_id in self._runs:
             return Outcome("failed", error=f"run {run_id!r} is already running here")
-        run = self._runs[run_id] = _Run(run_id, timeout_s)
+        run = self._runs[run_id] = _Run(run_id, timeout_s, priority)
         run.job = asyncio.get_running_loop().create_task(self._job(run, task))
         run.job.add_done_callback(lambda _job: self._runs.pop(run_id, None))
         return run
@@ -434,7 +440,7 @@ class Executor:
         return True
 
     async def _job(self, run: _Run, task: Call | Shell) -> Outcome:
-        slot = await self._pool.acquire()
+        slot = await self._pool.acquire(run.priority)
         try:
             run.started_s = time.monotonic()
             if run.timeout_s is not None:

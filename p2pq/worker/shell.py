@@ -83,27 +83,31 @@ async def run_shell(shell: Shell, stdout: Tail, stderr: Tail) -> Outcome:
     if shell.cwd is not None and not os.path.isdir(shell.cwd):
         return Outcome("failed", error=f"working directory not found: {shell.cwd}")
     env = None if shell.env is None else {**os.environ, **shell.env}
+    start = asyncio.ensure_future(asyncio.get_running_loop().subprocess_exec(
+        lambda: _ShellProtocol(stdout, stderr), *shell.argv,
+        cwd=shell.cwd, env=env, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    ))
     try:
-        transport, protocol = await asyncio.get_running_loop().subprocess_exec(
-            lambda: _ShellProtocol(stdout, stderr), *shell.argv,
-            cwd=shell.cwd, env=env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-        )
+        # Shielded: a cancel that lands while the process starts must still find it
+        # (and its group) to kill, and keep what it already wrote.
+        transport, protocol = await asyncio.shield(start)
     except OSError as exc:
         return Outcome("failed", error=_start_error(shell, exc))
-    pgid = transport.get_pid()
+    except asyncio.CancelledError:
+        try:
+            transport, protocol = await start
+        except OSError:
+            raise asyncio.CancelledError from None
+        await _stop(transport, protocol)
+        raise
     try:
         await asyncio.shield(protocol.exited)  # shield: keep it awaitable below
         # Helpers it left running would hold the pipes open (and the slot).
-        _kill_group(pgid)
+        _kill_group(transport.get_pid())
         await asyncio.wait([protocol.closed], timeout=_PIPE_GRACE_S)
     finally:
-        _kill_group(pgid)  # on timeout or cancel, this is the kill
-        try:
-            # SIGKILL is prompt: wait, so that run() reports a dead process.
-            await asyncio.wait([protocol.exited], timeout=_PIPE_GRACE_S)
-        finally:
-            transport.close()
+        await _stop(transport, protocol)  # on timeout or cancel, this is the kill
     returncode = transport.get_returncode()
     assert returncode is not None
     return Outcome(
@@ -111,6 +115,19 @@ async def run_shell(shell: Shell, stdout: Tail, stderr: Tail) -> Outcome:
         error=None if returncode == 0 else exit_text(returncode),
         exit_code=returncode, stdout=stdout.text(), stderr=stderr.text(),
     )
+
+
+async def _stop(transport: asyncio.SubprocessTransport, protocol: _ShellProtocol) -> None:
+    """Kill the process group, then wait (briefly) for the exit and the pipes' end.
+
+    SIGKILL is prompt; waiting lets run() report a dead process, and reading
+    the pipes to their end keeps the output written before the kill.
+    """
+    _kill_group(transport.get_pid())
+    try:
+        await asyncio.wait([protocol.exited, protocol.closed], timeout=_PIPE_GRACE_S)
+    finally:
+        transport.close()
 
 
 def _start_error(shell: Shell, exc: OSError) -> str:

@@ -152,6 +152,29 @@ def test_a_result_nested_deeper_than_the_wire_carries_fails_the_task_clearly():
     assert (deep.status, deep.error) == ("failed", "result nests deeper than 32 levels")
 
 
+def test_runs_waiting_for_a_slot_start_in_priority_order():
+    """G4 at the node: an urgent task prefetched after others starts before them (issue 13)."""
+    async def body(ex):
+        started: list[str] = []
+        done = asyncio.Event()
+
+        def ended(name):
+            def on_done(outcome):
+                started.append(name)
+                if len(started) == 6:
+                    done.set()
+            return on_done
+        ex.submit("running", builtin("sleep", 0.2), None, ended("running"), priority=5)
+        for i in range(4):
+            ex.submit(f"later-{i}", builtin("noop"), None, ended(f"later-{i}"), priority=5)
+        ex.submit("urgent", builtin("noop"), None, ended("urgent"), priority=1)
+        await asyncio.wait_for(done.wait(), 30)
+        return started
+
+    order = with_executor(body, slots=1)
+    assert order == ["running", "urgent", "later-0", "later-1", "later-2", "later-3"]
+
+
 def test_a_child_serves_many_tasks():
     async def body(ex):
         return [(await ex.run(str(i), python("sample_tasks:pid"), None)).value for i in range(3)]
