@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 
 from .events import Note, PersistTerm, Send, SetTimer
 from .messages import Answer, Coordinator, Election, Reject, StateOffer
+from .tasks import chunks
 from .types import Rank, Role, Term
 
 if TYPE_CHECKING:
@@ -169,7 +170,7 @@ class ElectionMixin(_Base):
         elif msg.term > self.term:
             self._accept_leader(sender, msg.term)
         elif sender == self.leader:
-            self._send_offer()  # asked again: our offer may have been lost
+            self._send_offer(again=True)  # asked again: our offer may have been lost
 
     def _on_reject(self, sender: str, msg: Reject) -> None:
         """Fencing (G3): our term is stale, so we stop leading.
@@ -193,15 +194,33 @@ class ElectionMixin(_Base):
         self.leader_heard_at = self.now
 
     def _on_state_offer(self, sender: str, msg: StateOffer) -> None:
-        """Step 4: merge whatever a node holds (facts are kept whatever their term)."""
+        """Step 4: merge whatever a node holds (facts are kept whatever their term).
+
+        A big table comes in parts; the offer counts only once every part
+        came, in order (a gap leaves the sender asked again, by heartbeat).
+        """
         self._forget(msg.forgotten)
         for record in msg.records:
             self._merge(record)
         for task_id, attempt in msg.running:
             self._note_running(task_id, attempt)
+        if msg.parts > 1 and not self._offer_complete(sender, msg):
+            return
         if msg.term == self.term and self.role in (Role.GATHERING, Role.LEADER):
             self.offers_from.add(sender)
             self._maybe_finish_gather()
+
+    def _offer_complete(self, sender: str, msg: StateOffer) -> bool:
+        if msg.part == 0:
+            self.offer_parts[sender] = (msg.term, 0)
+        if self.offer_parts.get(sender) != (msg.term, msg.part):
+            self.offer_parts.pop(sender, None)  # a part went missing
+            return False
+        if msg.part < msg.parts - 1:
+            self.offer_parts[sender] = (msg.term, msg.part + 1)
+            return False
+        del self.offer_parts[sender]
+        return True
 
     # -- accepting and leaving leadership -----------------------------------------------
     def _accept_leader(self, leader: str, term: Term) -> None:
@@ -220,12 +239,25 @@ class ElectionMixin(_Base):
         self._send_offer()
         self._resend_finished(force=True)
 
-    def _send_offer(self) -> None:
+    def _send_offer(self, again: bool = False) -> None:
+        """Everything this node holds, to its leader: in parts when the table is big.
+
+        Asked again (the leader's heartbeat wants an offer it has not got
+        yet), a big offer is resent at most once per failure timeout: while
+        the first is still on its way, resending it every heartbeat would
+        only bury the leader in copies of it.
+        """
         if self.leader is None or self.leader == self.id:
             return
+        parts = chunks(self.table.values(), self.config.max_batch, self.config.max_chunk_bytes)
+        if again and len(parts) > 1 and self.now - self.offer_sent_at < self.config.failure_timeout_s:
+            return
+        self.offer_sent_at = self.now
         running = tuple((r.task_id, r.attempt(a)) for a, r in self.executing.items())
-        self._send(self.leader, StateOffer(self.term, tuple(self.table.values()), running,
-                                           tuple(self.forgotten)))
+        for n, records in enumerate(parts):
+            last = n == len(parts) - 1
+            self._send(self.leader, StateOffer(self.term, tuple(records), running if last else (),
+                                               tuple(self.forgotten) if last else (), n, len(parts)))
 
     def _maybe_take_over(self) -> None:
         """Step 6: a caught-up node that outranks its leader bullies it."""

@@ -16,7 +16,7 @@ from typing import Any, Callable, ClassVar
 
 from . import schema
 from .schema import DecodeError
-from .tasks import Attempt, TaskRecord, TaskSpec, TaskState, check_spec
+from .tasks import Attempt, TaskRecord, TaskSpec, TaskState, check_size, check_spec
 from .types import NodeId, Term
 
 
@@ -95,11 +95,15 @@ class Coordinator:
 
 @dataclass(frozen=True, slots=True)
 class StateOffer:
+    """What a node holds, for a new leader; a big table comes in `parts` consecutive messages."""
+
     TYPE: ClassVar[str] = "state_offer"
     term: Term
     records: tuple[TaskRecord, ...]
     running: tuple[tuple[str, Attempt], ...]
     forgotten: tuple[str, ...] = ()
+    part: int = 0
+    parts: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +124,8 @@ class Append:
     snapshot: bool
     forgotten: tuple[str, ...] = ()  # pruned tasks: drop them, never take them back
     sent_at: float = 0.0  # the leader's clock when sent; echoed in the ack (quorum lease)
+    part: int = 0         # a snapshot too big for one message comes in `parts` consecutive parts
+    parts: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,7 +364,9 @@ def _submitted(v: Any) -> tuple[tuple[str, TaskSpec], ...]:
         if type(pair) is not list and type(pair) is not tuple or len(pair) != 2:
             raise DecodeError(f"task {i} must be [id, spec]")
         try:
-            out.append((schema.optional_ident(pair[0], "task id"), spec_from_wire(pair[1])))
+            spec = spec_from_wire(pair[1])
+            check_size(spec)
+            out.append((schema.optional_ident(pair[0], "task id"), spec))
         except DecodeError as exc:
             raise DecodeError(f"task {i}: {exc}" if len(tasks) > 1 else str(exc)) from None
     return tuple(out)
@@ -433,6 +441,10 @@ _FIELD_CODECS: dict[tuple[str, str], _Codec] = {
     ("append", "prev_index"): (_same, _int_field("prev_index", -1)),
     ("append", "last_index"): (_same, _int_field("last_index", 0)),
     ("append_ack", "index"): (_same, _int_field("index", -1)),
+    ("append", "part"): (_same, _int_field("part", 0, schema.MAX_ITEMS)),
+    ("append", "parts"): (_same, _int_field("parts", 1, schema.MAX_ITEMS)),
+    ("state_offer", "part"): (_same, _int_field("part", 0, schema.MAX_ITEMS)),
+    ("state_offer", "parts"): (_same, _int_field("parts", 1, schema.MAX_ITEMS)),
     ("query", "what"): (_same, lambda v: _what(v)),
     ("query", "params"): (_same, _query_params),
 }
@@ -502,6 +514,8 @@ def from_wire(data: Any) -> Any:
     message = cls(**kwargs)
     if cls is Query and message.what == "task" and "id" not in message.params:
         raise DecodeError("query: a task query needs params.id")
+    if (cls is Append or cls is StateOffer) and message.part >= message.parts:
+        raise DecodeError(f"{kind}: part {message.part} of {message.parts}")
     return message
 
 

@@ -88,6 +88,9 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
         self.followers: dict[NodeId, FollowerProgress] = {}
         self.pending: list[PendingAck] = []
         self.applied_index = -1
+        self.snapshot_parts: tuple | None = None  # follower: ((term, index), next part) of a snapshot
+        self.offer_parts: dict[NodeId, tuple] = {}  # gathering leader: (term, next part) per sender
+        self.offer_sent_at = float("-inf")         # member: when it last sent its state offer
         self.serve_from = float("-inf")
         self.followed_by: tuple[NodeId, ...] = ()
         # scheduling and execution
@@ -434,7 +437,7 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
         self.followed_by = msg.followers
         self._send(sender, HeartbeatAck(self.term, self.config.slots, self._busy()))
         if msg.want_offer:
-            self._send_offer()
+            self._send_offer(again=True)
         self._resend_finished()
 
     def _introduce(self, newcomer: NodeId) -> None:

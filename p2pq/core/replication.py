@@ -31,6 +31,12 @@ order is harmless.
   unreplicated, and says so.
 - Messages are lost, so anything unacknowledged after a heartbeat interval is
   sent again from the acknowledged index.
+- No message grows with the table: an ``Append`` carries at most
+  ``max_batch`` records and about ``max_chunk_bytes`` (records' estimated
+  size), a tail is cut into consecutive log ranges to keep to that, and a
+  snapshot goes in consecutive *parts*. A follower applies a snapshot only
+  once it has every part in order; a missing part makes it answer
+  ``ok=False`` (once), and the leader sends the snapshot again.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from .events import PersistRecords  # noqa: F401  (re-exported for drivers)
 from .messages import Append, AppendAck
-from .tasks import TaskRecord
+from .tasks import TaskRecord, chunks
 from .types import NodeId, Role
 
 if TYPE_CHECKING:
@@ -103,10 +109,13 @@ class ReplicationMixin(_Base):
                 self._send_tail(node, progress)
 
     def _send_snapshot(self, node: NodeId, progress: FollowerProgress) -> None:
-        records = tuple(self.table.values())
         index = self.last_index
-        self._send(node, Append(self.term, 0, index, records, snapshot=True,
-                                forgotten=tuple(self.forgotten), sent_at=self.now))
+        parts = chunks(self.table.values(), self.config.max_batch, self.config.max_chunk_bytes)
+        for n, records in enumerate(parts):
+            last = n == len(parts) - 1
+            self._send(node, Append(self.term, 0, index, tuple(records), snapshot=True,
+                                    forgotten=tuple(self.forgotten) if last else (), sent_at=self.now,
+                                    part=n, parts=len(parts)))
         progress.needs_snapshot = False
         progress.snapshot_index = index
         progress.sent = index
@@ -114,17 +123,33 @@ class ReplicationMixin(_Base):
 
     def _send_tail(self, node: NodeId, progress: FollowerProgress) -> None:
         # Chunks cover consecutive log ranges, so a lost chunk shows up as a
-        # gap at the follower instead of being skipped over.
-        batch = self.config.max_batch
-        for prev in range(progress.sent, self.last_index, batch):
-            last = min(prev + batch, self.last_index)
-            ids = dict.fromkeys(self.log[prev - self.log_base:last - self.log_base])
-            records = tuple(self.table.records[t] for t in ids if t in self.table.records)
-            gone = tuple(t for t in ids if t not in self.table.records)
-            self._send(node, Append(self.term, prev, last, records, snapshot=False, forgotten=gone,
-                                    sent_at=self.now))
+        # gap at the follower instead of being skipped over; a range ends
+        # early where its records reach the byte cap.
+        batch, cap, base = self.config.max_batch, self.config.max_chunk_bytes, self.log_base
+        records = self.table.records
+        start, ids, size = progress.sent, {}, 0
+        for pos in range(progress.sent, self.last_index):
+            task_id = self.log[pos - base]
+            if task_id in ids:
+                continue
+            record = records.get(task_id)
+            n = record.approx_bytes if record is not None else 16
+            if ids and (len(ids) >= batch or size + n > cap):
+                self._send_range(node, start, pos, ids)
+                start, ids, size = pos, {}, 0
+            ids[task_id] = None
+            size += n
+        if ids or start < self.last_index:
+            self._send_range(node, start, self.last_index, ids)
         progress.sent = self.last_index
         progress.sent_at = self.now
+
+    def _send_range(self, node: NodeId, prev: int, last: int, ids: dict[str, None]) -> None:
+        table = self.table.records
+        records = tuple(table[t] for t in ids if t in table)
+        gone = tuple(t for t in ids if t not in table)
+        self._send(node, Append(self.term, prev, last, records, snapshot=False, forgotten=gone,
+                                sent_at=self.now))
 
     def _resend_stalled(self) -> None:
         """Go back to what a follower acknowledged when its acks stopped coming."""
@@ -202,6 +227,8 @@ class ReplicationMixin(_Base):
 
     # -- follower ----------------------------------------------------------------------
     def _on_append(self, sender: NodeId, msg: Append) -> None:
+        if msg.snapshot and msg.parts > 1 and not self._snapshot_part(sender, msg):
+            return
         if msg.snapshot:
             self._apply(msg)
             self.applied_index = msg.last_index
@@ -216,6 +243,28 @@ class ReplicationMixin(_Base):
             return
         self._send(sender, AppendAck(self.term, self.applied_index, ok=True, sent_at=msg.sent_at))
         self._maybe_take_over()
+
+    def _snapshot_part(self, sender: NodeId, msg: Append) -> bool:
+        """True for the last part of a snapshot whose parts all came, in order (then it applies).
+
+        Earlier parts are merged as they come (records are facts either way)
+        but count for nothing until the last; after a gap the snapshot is
+        refused once, at its last part, and the leader sends it again.
+        """
+        key = (msg.term, msg.last_index)
+        if msg.part == 0:
+            self.snapshot_parts = (key, 0)
+        if self.snapshot_parts == (key, msg.part):
+            if msg.part < msg.parts - 1:
+                self._apply(msg)
+                self.snapshot_parts = (key, msg.part + 1)
+                return False
+            self.snapshot_parts = None
+            return True
+        if msg.part == msg.parts - 1:  # a part went missing
+            self.snapshot_parts = None
+            self._send(sender, AppendAck(self.term, self.applied_index, ok=False, sent_at=msg.sent_at))
+        return False
 
     def _apply(self, msg: Append) -> None:
         self._forget(msg.forgotten)

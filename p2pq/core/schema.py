@@ -37,6 +37,7 @@ MAX_RESULT_DEPTH = MAX_VALUE_DEPTH + 8   # a result wraps the value: {"value": .
 MAX_BODY_DEPTH = MAX_RESULT_DEPTH + 8    # a reply wraps results: {"task": {"attempts": [...]}}
 MAX_ITEMS = 100_000             # any one list in a message (records, members, ids)
 MAX_ARGS = 10_000               # arguments of one task
+MAX_SPEC_BYTES = 1024 * 1024    # a task's target, arguments and options together, about
 MAX_SUBMIT_TASKS = 10_000       # tasks in one submit
 MAX_PAGE = 100_000              # tasks in one list reply (the frame limit may refuse a big page)
 MAX_OFFSET = 1_000_000_000

@@ -72,11 +72,29 @@ class TaskSpec:
     retries: int = 0
     timeout_s: float | None = None
     options: dict = field(default_factory=dict)
+    _bytes: int | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def approx_bytes(self) -> int:
+        """About what the spec takes on the wire (an upper bound for ASCII; computed once)."""
+        size = self._bytes
+        if size is None:
+            size = 64 + approx_bytes(self.target) + approx_bytes(self.args) + approx_bytes(self.options)
+            object.__setattr__(self, "_bytes", size)
+        return size
 
     def validate(self) -> None:
         """Raise ValueError (a DecodeError) with a one-line reason for a spec no node could run."""
         check_spec(self.kind, self.target, self.args, self.priority, self.retries, self.timeout_s,
                    self.options)
+        check_size(self)
+
+
+def check_size(spec: TaskSpec) -> None:
+    """A task that could never be replicated whole is refused at submit (records travel in frames)."""
+    if spec.approx_bytes > schema.MAX_SPEC_BYTES:
+        raise DecodeError(f"the task's arguments take about {spec.approx_bytes:,} bytes, over the limit of "
+                          f"{schema.MAX_SPEC_BYTES:,}; put big inputs in a file the nodes share and pass its path")
 
 
 _DOTTED = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
@@ -192,6 +210,17 @@ class TaskRecord:
     attempts: tuple[Attempt, ...] = ()
     cancelled: bool = False
     _state: TaskState | None = field(default=None, init=False, repr=False, compare=False)
+    _bytes: int | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def approx_bytes(self) -> int:
+        """About what the record takes on the wire, to cap replication chunks (computed once)."""
+        size = self._bytes
+        if size is None:
+            size = 64 + len(self.task_id) + self.spec.approx_bytes + sum(
+                96 + approx_bytes(a.result) for a in self.attempts)
+            object.__setattr__(self, "_bytes", size)
+        return size
 
     # -- derived state ---------------------------------------------------
     @property
@@ -269,6 +298,34 @@ class TaskRecord:
         if attempts is self.attempts and cancelled == self.cancelled:
             return self
         return TaskRecord(self.task_id, self.spec, self.seq, self.submitted_at, attempts, cancelled)
+
+
+def approx_bytes(value: Any) -> int:
+    """An estimate of a plain value's msgpack size: exact enough to keep chunks well under a frame."""
+    t = type(value)
+    if t is str:
+        return 5 + (len(value) if value.isascii() else 4 * len(value))
+    if t is list or t is tuple:
+        return 5 + sum(approx_bytes(v) for v in value)
+    if t is dict:
+        return 5 + sum(approx_bytes(k) + approx_bytes(v) for k, v in value.items())
+    if t is bytes:
+        return 5 + len(value)
+    return 9
+
+
+def chunks(records: Iterable[TaskRecord], max_records: int, max_bytes: int) -> list[list[TaskRecord]]:
+    """Records in consecutive chunks of at most max_records and about max_bytes (a big record alone)."""
+    out: list[list[TaskRecord]] = [[]]
+    size = 0
+    for record in records:
+        n = record.approx_bytes
+        if out[-1] and (len(out[-1]) >= max_records or size + n > max_bytes):
+            out.append([])
+            size = 0
+        out[-1].append(record)
+        size += n
+    return out
 
 
 def _join_attempts(a: tuple[Attempt, ...], b: tuple[Attempt, ...]) -> tuple[Attempt, ...]:

@@ -88,6 +88,10 @@ class Config:
     retry_backoff_s        first retry delay; doubles per failure.
     retry_backoff_max_s    cap of the retry delay.
     max_batch              records per replication message.
+    max_chunk_bytes        about the most a replication message or state offer
+                           carries (records' estimated size); bigger tables
+                           and snapshots go in consecutive parts, well under
+                           the 16 MiB frame limit.
     retain_finished        finished tasks kept before the oldest are pruned.
     retain_finished_s      age after which a finished task is pruned.
     """
@@ -105,6 +109,7 @@ class Config:
     retry_backoff_s: float = 0.5
     retry_backoff_max_s: float = 30.0
     max_batch: int = 1024
+    max_chunk_bytes: int = 4 * 1024 * 1024
     retain_finished: int = 10_000
     retain_finished_s: float = 7 * 24 * 3600.0
 

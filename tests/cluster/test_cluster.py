@@ -147,3 +147,26 @@ def test_a_node_without_an_id_makes_a_unique_one_and_keeps_it(tmp_path):
         runtime.store.close()
         ids.append(runtime.node_id)
     assert ids[0] == ids[1] and ids[0].rsplit("-", 2)[1] == "7470"
+
+
+def test_big_arguments_replicate_in_parts_through_a_failover():
+    """Issue 13: two 9 MB arguments made every snapshot too big for a frame, for good.
+
+    Now an argument over the limit is refused at submit, and 24 tasks of
+    900 KB each (a table of 21 MB, more than a frame) survive a kill -9 of
+    the leader: the new leader gathers them in parts and runs them all.
+    """
+    with LocalCluster(3, slots=1) as cluster:
+        client = cluster.client(0, timeout_s=30)
+        with pytest.raises(P2PQError, match="over the limit"):
+            client.submit("echo", "x" * 9_000_000)
+        ids = [client.submit("echo", f"{i:02d}" + "x" * 900_000, priority=9) for i in range(24)]
+        leader, term = cluster.leader()
+        cluster.kill(leader)
+        survivor = next(i for i in cluster.running_indexes())
+        after = cluster.client(survivor, timeout_s=30)
+        wait_for(lambda: cluster.leader(survivor) and cluster.leader(survivor)[1] != term, 30, "a new leader")
+        tasks = [after.result(i, wait=True, timeout_s=60) for i in ids]
+        assert {t["state"] for t in tasks} == {"succeeded"}
+        assert after.submit("noop")
+        assert "exceeds the limit" not in cluster.logs()
