@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import logging
 import time
 from typing import Any
@@ -41,12 +42,22 @@ async def ask(runtime: Any, message: Any, timeout_s: float = REQUEST_TIMEOUT_S) 
 
 
 class Hub:
-    """Fans events out to the open streams; a stream that cannot keep up is dropped."""
+    """Fans events out to the open streams; a stream that cannot keep up is dropped.
+
+    An event is encoded once, whatever the number of streams, and the
+    streams are bounded (MAX_STREAMS): the node's event loop also carries
+    the protocol, and its heartbeats must not wait for dashboards.
+    """
 
     QUEUE_SIZE = 256
+    MAX_STREAMS = 32
 
     def __init__(self) -> None:
         self.queues: set[asyncio.Queue] = set()
+
+    @property
+    def full(self) -> bool:
+        return len(self.queues) >= self.MAX_STREAMS
 
     def subscribe(self) -> asyncio.Queue:
         queue: asyncio.Queue = asyncio.Queue(self.QUEUE_SIZE)
@@ -57,9 +68,12 @@ class Hub:
         self.queues.discard(queue)
 
     def publish(self, kind: str, data: dict) -> None:
+        if not self.queues:
+            return
+        event = encode_event(kind, data)
         for queue in list(self.queues):
             try:
-                queue.put_nowait((kind, data))
+                queue.put_nowait(event)
             except asyncio.QueueFull:
                 self._drop(queue)
 
@@ -73,6 +87,11 @@ class Hub:
             queue.get_nowait()
         queue.put_nowait(None)
         self.queues.discard(queue)
+
+
+def encode_event(kind: str, data: dict) -> bytes:
+    """One server-sent event."""
+    return f"event: {kind}\ndata: {json.dumps(data, default=str)}\n\n".encode()
 
 
 class Sampler:

@@ -9,7 +9,6 @@ streams.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from aiohttp import web
 from . import metrics
 from .api import MAX_BODY_BYTES, Api, ApiError, error_response
 from .auth import Access, Denied
-from .live import Hub, Sampler
+from .live import Hub, Sampler, encode_event
 
 log = logging.getLogger("p2pq.web")
 STATIC_DIR = Path(__file__).parent / "static"
@@ -109,6 +108,9 @@ class HttpServer:
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
         """Server-sent events: 'hello' (the overview), then 'snapshot' each second and 'note' at once."""
+        if self.hub.full:
+            return error_response(503, "busy", f"this node already serves {self.hub.MAX_STREAMS} live views; "
+                                  "close one, or open the dashboard on another node")
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                                "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         await response.prepare(request)
@@ -116,7 +118,7 @@ class HttpServer:
         try:
             hello = {**await self.api.snapshot(), "chart": self.sampler.chart(),
                      "events": self.api.recent_events(50)}
-            await _send(response, "hello", hello)
+            await response.write(encode_event("hello", hello))
             while True:
                 try:
                     item = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
@@ -125,17 +127,12 @@ class HttpServer:
                     continue
                 if item is None:
                     break
-                await _send(response, *item)
+                await response.write(item)
         except (ConnectionResetError, ConnectionError):
             pass  # the page went away
         finally:
             self.hub.unsubscribe(queue)
         return response
-
-
-async def _send(response: web.StreamResponse, kind: str, data: dict) -> None:
-    payload = json.dumps(data, default=str)
-    await response.write(f"event: {kind}\ndata: {payload}\n\n".encode())
 
 
 async def start_http(runtime: Any, host: str, port: int) -> HttpServer:

@@ -399,6 +399,20 @@ async def raw_tls(port: int, identity: Identity) -> tuple[asyncio.StreamReader, 
     return await asyncio.open_connection(HOST, port, ssl=client_context(identity))
 
 
+async def established(port: int, identity: Identity) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A raw TLS connection past the hellos."""
+    r, w = await raw_tls(port, identity)
+    w.write(encode_frame(hello_for(identity)))
+    await read_frame(r)
+    return r, w
+
+
+async def serves_clients(node: "Node", identity: Identity) -> None:
+    channel = await open_client(HOST, node.port, identity, timeout_s=5)
+    assert (await channel.request({"type": "still serving"}))["type"] == "reply"
+    await channel.close()
+
+
 def hello_for(identity: Identity, **overrides: Any) -> dict:
     return {"type": "hello", "version": 1, "node_id": identity.name, "kind": identity.kind, **overrides}
 
@@ -582,15 +596,11 @@ def test_a_client_that_never_reads_is_dropped_after_the_write_timeout(cluster: P
         node = await Node(cluster, "node-a", write_timeout_s=0.5).start()
         client = client_identity(cluster)
         try:
-            r, w = await raw_tls(node.port, client)
-            w.write(encode_frame(hello_for(client)))
-            await read_frame(r)
+            r, w = await established(node.port, client)
             w.write(encode_frame({"type": "flood", "n": 64}))  # then never read again
             await wait_until(lambda: node.transport.stats.refused["slow"] == 1, what="slow")
             w.transport.abort()
-            channel = await open_client(HOST, node.port, client, timeout_s=5)
-            assert (await channel.request({"type": "still serving"}))["type"] == "reply"
-            await channel.close()
+            await serves_clients(node, client)
         finally:
             await node.transport.close()
 
@@ -603,15 +613,11 @@ def test_a_silent_connection_after_a_valid_hello_is_dropped_at_the_idle_limit(cl
         node = await Node(cluster, "node-a", idle_timeout_s=0.3).start()
         client = client_identity(cluster)
         try:
-            r, w = await raw_tls(node.port, client)
-            w.write(encode_frame(hello_for(client)))
-            await read_frame(r)  # the node's hello: the connection is established
+            r, w = await established(node.port, client)
             await wait_until(lambda: node.transport.stats.refused["idle"] == 1, what="idle")
             assert await r.read() == b""  # closed by the node
             w.transport.abort()
-            channel = await open_client(HOST, node.port, client, timeout_s=5)
-            assert (await channel.request({"type": "still serving"}))["type"] == "reply"
-            await channel.close()
+            await serves_clients(node, client)
         finally:
             await node.transport.close()
 

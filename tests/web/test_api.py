@@ -318,3 +318,28 @@ def http_conn(node):
         def __exit__(self, *exc):
             self.close()
     return _Conn("127.0.0.1", node.http_port, timeout=10)
+
+
+def test_live_views_are_bounded_and_the_node_keeps_serving(node):
+    """Issue 13: 200 dashboard streams on a leader; it must never delay the protocol."""
+    from p2pq.web.live import Hub
+    hub = node.runtime.http.hub
+    wait_for(lambda: not hub.queues, 10, "streams of earlier tests to be noticed closed")
+    conns = []
+    try:
+        for _ in range(Hub.MAX_STREAMS):
+            conn = http_conn(node).__enter__()
+            conn.request("GET", "/api/stream")
+            response = conn.getresponse()
+            assert response.status == 200
+            conns.append((conn, response))
+        with http_conn(node) as conn:
+            conn.request("GET", "/api/stream")
+            response = conn.getresponse()
+            body = json.loads(response.read())
+        assert (response.status, body["error"]) == (503, "busy") and "live views" in body["message"]
+        status, health = node.get("/healthz")
+        assert status == 200 and health["role"] == "leader"
+    finally:
+        for conn, _ in conns:
+            conn.close()
