@@ -1,6 +1,7 @@
 """A restarted highest node with a big table: how many elections until one leader again (L2)?
 
     python benchmarks/restart.py --tasks 10000 [--runs 3] [--watch 40]
+    python benchmarks/restart.py --tasks 100000 --node-args "--retain-finished 100000"
 
 Three local nodes hold --tasks finished tasks; the leader (node3, the
 highest) is killed with kill -9 and restarted from its data dir. For
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shlex
 import statistics
 import sys
 import time
@@ -39,8 +41,8 @@ async def fill(address: str, cluster_dir, tasks: int) -> None:
             await asyncio.sleep(0.1)
 
 
-def one_run(tasks: int, watch_s: float) -> dict:
-    with LocalCluster(3, slots=2) as cluster:
+def one_run(tasks: int, watch_s: float, node_args: list[str]) -> dict:
+    with LocalCluster(3, slots=2, extra_args=node_args) as cluster:
         asyncio.run(fill(cluster.nodes[2].address, cluster.cluster_dir, tasks))
         held = cluster.client(0).stats()["tasks"]
         cluster.kill(2)
@@ -71,10 +73,11 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--watch", type=float, default=40.0)
+    parser.add_argument("--node-args", default="", help='more flags for every node, e.g. "--retain-finished 100000"')
     args = parser.parse_args()
     results = []
     for run in range(args.runs):
-        result = one_run(args.tasks, args.watch)
+        result = one_run(args.tasks, args.watch, shlex.split(args.node_args))
         print(f"  run {run + 1}: {json.dumps(result)}", flush=True)
         results.append(result)
     print(json.dumps({"tasks": args.tasks, "runs": len(results),

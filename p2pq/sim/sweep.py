@@ -23,7 +23,7 @@ from .scenarios import get
 
 COUNTS = ("attempted", "acknowledged", "lost", "unexpected", "duplicated", "recovered", "executions",
           "refused", "gave_up", "terms", "priority_inversions", "stale_acks", "failovers_unfinished",
-          "unavailable_windows")
+          "unavailable_windows", "internal_errors", "codec_errors", "hostile_sent", "hostile_accepted")
 SECONDS = ("multi_leader_s", "concurrent_ack_s", "unavailable_s")
 
 
