@@ -170,6 +170,8 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
                 self._send(origin, ForwardReply(request_id, body))
             case Started():  # a tick re-arms itself before its work (_on_timer)
                 self.out.append(SetTimer("tick", self.now + self.config.heartbeat_interval_s))
+            case TimerFired(name) if name != "tick":  # try again a heartbeat later: never lost
+                self.out.append(SetTimer(name, self.now + self.config.heartbeat_interval_s))
 
     def _on_event(self, event: Event) -> None:
         match event:

@@ -139,6 +139,17 @@ def test_a_tick_that_raises_keeps_the_heartbeat_timer(monkeypatch):
     assert leader.role is Role.LEADER
 
 
+def test_a_timer_whose_handler_raises_fires_again(monkeypatch):
+    n1 = node("n1", 1, {"n2": 2})
+    n1.handle(TimerFired("tick"), 1.5)  # n1 asks n2, waits for an answer
+    monkeypatch.setattr(type(n1), "_on_election_timer", lambda self: 1 / 0)
+    out = n1.handle(TimerFired("election"), 1.8)
+    assert [t.name for t in of(out, SetTimer)] == ["election"]
+    monkeypatch.undo()
+    n1.handle(TimerFired("election"), 2.0)
+    assert n1.role in (Role.GATHERING, Role.LEADER)  # no answer came: it won, one heartbeat late
+
+
 def test_an_invariant_violation_stops_the_step(monkeypatch):
     leader = node("n2", 2, {"n1": 1})
     make_leader(leader)
