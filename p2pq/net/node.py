@@ -41,7 +41,7 @@ from p2pq.net.framing import FrameError
 from p2pq.worker.outcome import Outcome
 
 from .pki import ca_fingerprint, ensure_identity
-from .storage import EncodingBug, Restored, StorageError, Store, batch_of, open_store
+from .storage import EncodingBug, Restored, Store, batch_of, open_store
 from .transport import ClientConnection, Transport
 
 log = logging.getLogger("p2pq.node")
