@@ -627,13 +627,13 @@ def test_a_silent_connection_after_a_valid_hello_is_dropped_at_the_idle_limit(cl
 def test_keepalives_hold_quiet_links_and_channels_open_past_the_idle_limit(cluster: Path) -> None:
     async def body() -> None:
         import p2pq.net.transport as transport
-        a, b = await pair(cluster, idle_timeout_s=0.4, keepalive_s=0.05)
-        saved, transport.KEEPALIVE_S = transport.KEEPALIVE_S, 0.05
+        a, b = await pair(cluster, idle_timeout_s=1.0, keepalive_s=0.1)
+        saved, transport.KEEPALIVE_S = transport.KEEPALIVE_S, 0.1
         try:
             await exchange(a, b, "first")
             channel = await open_client(HOST, b.port, client_identity(cluster), timeout_s=5)
             started = asyncio.get_running_loop().time()
-            await wait_until(lambda: asyncio.get_running_loop().time() - started > 1.2, timeout_s=5)
+            await wait_until(lambda: asyncio.get_running_loop().time() - started > 2.5, timeout_s=5)
             assert b.transport.stats.refused["idle"] == 0 and a.transport.stats.refused["idle"] == 0
             assert (await channel.request({"type": "still here"}))["type"] == "reply"
             await exchange(a, b, "second")
