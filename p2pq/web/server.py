@@ -23,12 +23,21 @@ from .live import Hub, Sampler, encode_event
 log = logging.getLogger("p2pq.web")
 STATIC_DIR = Path(__file__).parent / "static"
 KEEPALIVE_S = 15.0
+# Requests served at once (live streams aside, which the hub bounds): the
+# event loop that answers them also carries the protocol's heartbeats.
+MAX_IN_FLIGHT = 64
 
 
 @web.middleware
 async def _guard(request: web.Request, handler) -> web.StreamResponse:
-    """Apply the access rule, and answer every error as one JSON line (never a traceback)."""
+    """Apply the access rule and the load bound; answer every error as one JSON line (never a traceback)."""
     access: Access = request.app["access"]
+    load: dict = request.app["load"]
+    counted = request.path != "/api/stream"
+    if counted and load["in_flight"] >= MAX_IN_FLIGHT:
+        return error_response(503, "busy", f"this node is answering {MAX_IN_FLIGHT} requests already; "
+                              "retry shortly")
+    load["in_flight"] += counted
     try:
         access.check(request.method, request.path, request.headers.get("Host", ""),
                      request.headers.get("Authorization", ""))
@@ -47,6 +56,8 @@ async def _guard(request: web.Request, handler) -> web.StreamResponse:
     except Exception:
         log.exception("HTTP %s %s failed", request.method, request.path)
         return error_response(500, "internal", "internal error (logged on the node)")
+    finally:
+        load["in_flight"] -= counted
 
 
 class HttpServer:
@@ -65,6 +76,7 @@ class HttpServer:
     def app(self) -> web.Application:
         app = web.Application(middlewares=[_guard], client_max_size=MAX_BODY_BYTES)
         app["access"] = self.access
+        app["load"] = {"in_flight": 0}
         app.add_routes(self.api.routes())
         app.add_routes([web.get("/api/stream", self.stream), web.get("/metrics", self.metrics),
                         web.get("/", self.index)])

@@ -343,3 +343,32 @@ def test_live_views_are_bounded_and_the_node_keeps_serving(node):
     finally:
         for conn, _ in conns:
             conn.close()
+
+
+def test_requests_beyond_the_in_flight_bound_are_refused_busy(tmp_path):
+    from aiohttp.test_utils import make_mocked_request
+
+    from p2pq.web import server
+    from p2pq.web.auth import Access
+
+    async def scenario():
+        init_cluster(tmp_path / "cluster")
+        app = {"access": Access("127.0.0.1", tmp_path / "cluster"), "load": {"in_flight": 0}}
+        gate = asyncio.Event()
+
+        async def slow(request):
+            await gate.wait()
+            return server.web.json_response({"ok": True})
+
+        def request():
+            return make_mocked_request("GET", "/api/overview", headers={"Host": "127.0.0.1"}, app=app)
+        held = [asyncio.ensure_future(server._guard(request(), slow)) for _ in range(server.MAX_IN_FLIGHT)]
+        await asyncio.sleep(0)
+        refused = await server._guard(request(), slow)
+        gate.set()
+        answered = await asyncio.gather(*held)
+        again = await server._guard(request(), slow)
+        return refused, answered, again, app["load"]["in_flight"]
+    refused, answered, again, in_flight = asyncio.run(scenario())
+    assert refused.status == 503 and json.loads(refused.text)["error"] == "busy"
+    assert {r.status for r in answered} == {200} and again.status == 200 and in_flight == 0
