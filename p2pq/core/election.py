@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 
 from .events import Note, PersistTerm, Send, SetTimer
 from .messages import Answer, Coordinator, Election, Reject, StateOffer
-from .tasks import chunks
+from .tasks import chunks, next_part
 from .types import Rank, Role, Term
 
 if TYPE_CHECKING:
@@ -211,16 +211,10 @@ class ElectionMixin(_Base):
             self._maybe_finish_gather()
 
     def _offer_complete(self, sender: str, msg: StateOffer) -> bool:
-        if msg.part == 0:
-            self.offer_parts[sender] = (msg.term, 0)
-        if self.offer_parts.get(sender) != (msg.term, msg.part):
-            self.offer_parts.pop(sender, None)  # a part went missing
-            return False
-        if msg.part < msg.parts - 1:
-            self.offer_parts[sender] = (msg.term, msg.part + 1)
-            return False
-        del self.offer_parts[sender]
-        return True
+        progress, whole = next_part(self.offer_parts.pop(sender, None), msg.term, msg.part, msg.parts)
+        if progress is not None:
+            self.offer_parts[sender] = progress
+        return whole is True
 
     # -- accepting and leaving leadership -----------------------------------------------
     def _accept_leader(self, leader: str, term: Term) -> None:
@@ -249,10 +243,10 @@ class ElectionMixin(_Base):
         """
         if self.leader is None or self.leader == self.id:
             return
+        if again and self.offer_sent_parts > 1 and self.now - self.offer_sent_at < self.config.failure_timeout_s:
+            return  # decided before cutting the table into parts again: that is the costly part
         parts = chunks(self.table.values(), self.config.max_batch, self.config.max_chunk_bytes)
-        if again and len(parts) > 1 and self.now - self.offer_sent_at < self.config.failure_timeout_s:
-            return
-        self.offer_sent_at = self.now
+        self.offer_sent_at, self.offer_sent_parts = self.now, len(parts)
         running = tuple((r.task_id, r.attempt(a)) for a, r in self.executing.items())
         for n, records in enumerate(parts):
             last = n == len(parts) - 1

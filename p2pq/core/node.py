@@ -90,7 +90,8 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
         self.applied_index = -1
         self.snapshot_parts: tuple | None = None  # follower: ((term, index), next part) of a snapshot
         self.offer_parts: dict[NodeId, tuple] = {}  # gathering leader: (term, next part) per sender
-        self.offer_sent_at = float("-inf")         # member: when it last sent its state offer
+        self.offer_sent_at = float("-inf")         # member: when it last sent its state offer,
+        self.offer_sent_parts = 0                  # and in how many parts
         self.serve_from = float("-inf")
         self.followed_by: tuple[NodeId, ...] = ()
         # scheduling and execution

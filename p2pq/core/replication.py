@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from .events import PersistRecords  # noqa: F401  (re-exported for drivers)
 from .messages import Append, AppendAck
-from .tasks import TaskRecord, chunks
+from .tasks import TaskRecord, chunks, next_part
 from .types import NodeId, Role
 
 if TYPE_CHECKING:
@@ -251,20 +251,13 @@ class ReplicationMixin(_Base):
         but count for nothing until the last; after a gap the snapshot is
         refused once, at its last part, and the leader sends it again.
         """
-        key = (msg.term, msg.last_index)
-        if msg.part == 0:
-            self.snapshot_parts = (key, 0)
-        if self.snapshot_parts == (key, msg.part):
-            if msg.part < msg.parts - 1:
-                self._apply(msg)
-                self.snapshot_parts = (key, msg.part + 1)
-                return False
-            self.snapshot_parts = None
-            return True
-        if msg.part == msg.parts - 1:  # a part went missing
-            self.snapshot_parts = None
+        self.snapshot_parts, whole = next_part(self.snapshot_parts, (msg.term, msg.last_index),
+                                               msg.part, msg.parts)
+        if whole is None:  # more to come: merge what came (facts), apply nothing yet
+            self._apply(msg)
+        elif whole is False and msg.part == msg.parts - 1:  # a part went missing
             self._send(sender, AppendAck(self.term, self.applied_index, ok=False, sent_at=msg.sent_at))
-        return False
+        return whole is True
 
     def _apply(self, msg: Append) -> None:
         self._forget(msg.forgotten)

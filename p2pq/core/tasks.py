@@ -328,6 +328,22 @@ def chunks(records: Iterable[TaskRecord], max_records: int, max_bytes: int) -> l
     return out
 
 
+def next_part(progress: tuple | None, key: object, part: int, parts: int) -> tuple[tuple | None, bool | None]:
+    """One more part of a message that comes in `parts` consecutive parts (a snapshot, a state offer).
+
+    `progress` is (key, next part expected) or None. Returns the new progress
+    and True once the last part arrives after all the others in order, None
+    while parts are still due, False when this part shows one went missing.
+    """
+    if part == 0:
+        progress = (key, 0)
+    if progress != (key, part):
+        return None, False
+    if part < parts - 1:
+        return (key, part + 1), None
+    return None, True
+
+
 def _join_attempts(a: tuple[Attempt, ...], b: tuple[Attempt, ...]) -> tuple[Attempt, ...]:
     """The union of two attempt lists by id, each attempt joined; `a` itself if nothing changed.
 
