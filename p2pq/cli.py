@@ -151,13 +151,16 @@ def _parse_peer(ctx, param, values):
               help="Finished tasks kept; the oldest beyond this are pruned.")
 @click.option("--retain-finished-s", type=click.FloatRange(0, min_open=True), default=7 * 24 * 3600.0,
               show_default=True, help="Seconds a finished task is kept before it is pruned.")
+@click.option("--forget-after-s", type=click.FloatRange(0, min_open=True), default=600.0, show_default=True,
+              help="Seconds a node may stay dead before it is forgotten (no more heartbeats or redials; "
+                   "it rejoins as new when it returns).")
 @click.option("--heartbeat-ms", type=click.IntRange(10), default=200, show_default=True)
 @click.option("--failure-timeout-ms", type=click.IntRange(50), default=1000, show_default=True)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
 def node(cluster_dir, data_dir, host, port, advertise, peers, no_mdns, mdns_interfaces, priority, slots, prefetch,
-         prefetch_below_ms, replicas, quorum, http_port, http_host, node_id, durability, retain_finished, retain_finished_s, heartbeat_ms,
-         failure_timeout_ms, log_level):
+         prefetch_below_ms, replicas, quorum, http_port, http_host, node_id, durability, retain_finished, retain_finished_s, forget_after_s,
+         heartbeat_ms, failure_timeout_ms, log_level):
     """Run a node: join (or found) the cluster, hold the queue, run tasks.
 
     Start the same command on every machine. Nodes find each other by mDNS,
@@ -177,7 +180,8 @@ def node(cluster_dir, data_dir, host, port, advertise, peers, no_mdns, mdns_inte
         config = Config(heartbeat_interval_s=heartbeat_ms / 1000, failure_timeout_s=failure_timeout_ms / 1000,
                         replicas=replicas, quorum=quorum, slots=slots if slots is not None else (_os.cpu_count() or 1),
                         prefetch=prefetch, prefetch_below_s=prefetch_below_ms / 1000,
-                        retain_finished=retain_finished, retain_finished_s=retain_finished_s)
+                        retain_finished=retain_finished, retain_finished_s=retain_finished_s,
+                        forget_after_s=forget_after_s)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     settings = NodeSettings(cluster_dir=_cluster_dir(cluster_dir), data_dir=data_dir, host=host, port=port,

@@ -127,6 +127,13 @@ class ForgetRecords:
 
 
 @dataclass(frozen=True, slots=True)
+class ForgetPeer:
+    """Stop dialing `node` and drop what is queued for it: it is gone from the membership."""
+
+    node: NodeId
+
+
+@dataclass(frozen=True, slots=True)
 class Note:
     """Something worth telling a human: an election, a failover, a node's death."""
 
@@ -135,10 +142,10 @@ class Note:
 
 
 Command = Union[Send, SetTimer, Reply, RunTask, StopTask, PersistTerm, PersistRecords,
-                ForgetRecords, Note]
+                ForgetRecords, ForgetPeer, Note]
 
 __all__ = [
     "Started", "PeerDiscovered", "MessageReceived", "TimerFired", "ClientRequested",
     "TaskCompleted", "ShutdownRequested", "Event", "Send", "SetTimer", "Reply", "RunTask",
-    "StopTask", "PersistTerm", "PersistRecords", "ForgetRecords", "Note", "Command", "Attempt",
+    "StopTask", "PersistTerm", "PersistRecords", "ForgetRecords", "ForgetPeer", "Note", "Command", "Attempt",
 ]

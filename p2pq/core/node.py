@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from .compaction import CompactionMixin
 from .election import ElectionMixin
-from .events import (ClientRequested, Command, Event, MessageReceived, Note, PeerDiscovered,
+from .events import (ClientRequested, Command, Event, ForgetPeer, MessageReceived, Note, PeerDiscovered,
                      PersistRecords, Reply, Send, SetTimer, ShutdownRequested, Started,
                      TaskCompleted, TimerFired)
 from .messages import (Answer, Append, AppendAck, CancelRun, Coordinator, Dispatch, Election,
@@ -64,6 +64,7 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
         self.address = address
         self.now = 0.0
         self.peers: dict[NodeId, Peer] = {}
+        self.dead_since: dict[NodeId, float] = {}  # peers seen dead at a tick, and since when
         self.table = TaskTable()
         self.forgotten: dict[str, float] = dict.fromkeys(restored_forgotten, 0.0)
         self.next_prune_at = 0.0
@@ -290,6 +291,28 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
         if peer.node == self.leader:
             self._start_election(f"leader {peer.node} {why}")
 
+    def _forget_departed(self) -> None:
+        """Drop peers dead for forget_after_s: no heartbeats, redials or queued frames for them.
+
+        A forgotten node that comes back is met as a new one (it announces
+        itself, mDNS or a seed finds it). Nobody brings it back meanwhile:
+        gossip and heartbeats spread only the dead that a node already knows.
+        """
+        for peer in list(self.peers.values()):
+            if peer.alive:
+                self.dead_since.pop(peer.node, None)
+                continue
+            since = self.dead_since.setdefault(peer.node, self.now)
+            if self.now - since < self.config.forget_after_s:
+                continue
+            del self.peers[peer.node]
+            del self.dead_since[peer.node]
+            for per_node in (self.assigned, self.task_time_s, self.last_result_at, self.offer_parts):
+                per_node.pop(peer.node, None)
+            self.expected_offers.discard(peer.node)
+            self.out.append(ForgetPeer(peer.node))
+            self.out.append(Note("node_forgotten", {"node": peer.node, "dead_s": round(self.now - since, 1)}))
+
     def _leader_alive(self) -> bool:
         return self.leader is not None and not self._leader_silent()
 
@@ -317,6 +340,7 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
     def _tick(self) -> None:
         if self.stopping:
             return
+        self._forget_departed()
         if self.role is Role.LEADER:
             for peer in list(self.peers.values()):
                 if peer.alive and self.now - peer.last_heard > self.config.failure_timeout_s:
@@ -396,7 +420,7 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
                     self._heartbeat_one(sender)
             case Gossip(members):
                 for m in members:
-                    if m.node != self.id and m.node not in self.peers:
+                    if m.node != self.id and m.node not in self.peers and m.alive:
                         self._add_peer(m.node, m.priority, m.address)
                         self._send(m.node, Join(self.priority, self.address, self.config.slots))
             case Forward(origin, request_id, request):
@@ -423,8 +447,8 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
 
     def _on_heartbeat(self, sender: NodeId, msg: Heartbeat) -> None:
         for m in msg.members:
-            if m.node == self.id:
-                continue
+            if m.node == self.id or (m.node not in self.peers and not m.alive):
+                continue  # the dead we do not know stay unknown (or a forgotten one comes back)
             peer = self.peers.get(m.node) or self._add_peer(m.node, m.priority, m.address)
             peer.address = m.address or peer.address
             if m.node != sender:
@@ -434,7 +458,7 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
             # nodes may know each other only through us.
             listed = {m.node for m in msg.members}
             missing = tuple(Member(p.node, p.priority, p.address, p.alive, p.slots, 0)
-                            for p in self.peers.values() if p.node not in listed)
+                            for p in self.peers.values() if p.node not in listed and p.alive)
             if missing:
                 self._send(sender, Gossip(missing))
         self.followed_by = msg.followers
@@ -452,7 +476,7 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
         the leader's heartbeats would never spread the peer list.
         """
         known = tuple(Member(p.node, p.priority, p.address, p.alive, p.slots, 0)
-                      for p in self.peers.values() if p.node != newcomer)
+                      for p in self.peers.values() if p.node != newcomer and p.alive)
         if known:
             self._send(newcomer, Gossip(known))
 

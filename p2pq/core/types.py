@@ -94,6 +94,9 @@ class Config:
                            the 16 MiB frame limit.
     retain_finished        finished tasks kept before the oldest are pruned.
     retain_finished_s      age after which a finished task is pruned.
+    forget_after_s         a node dead this long is forgotten: no more
+                           heartbeats or redials; it rejoins as new when it
+                           comes back (announcing itself, or seen by mDNS).
     """
 
     heartbeat_interval_s: float = 0.2
@@ -112,6 +115,7 @@ class Config:
     max_chunk_bytes: int = 4 * 1024 * 1024
     retain_finished: int = 10_000
     retain_finished_s: float = 7 * 24 * 3600.0
+    forget_after_s: float = 600.0
 
     def __post_init__(self) -> None:
         if self.heartbeat_interval_s <= 0:
@@ -128,6 +132,8 @@ class Config:
             raise ValueError("prefetch must be >= 0 tasks per slot and a time >= 0")
         if self.retain_finished < 0 or self.retain_finished_s <= 0:
             raise ValueError("retention must be >= 0 tasks and a positive age")
+        if self.forget_after_s <= self.failure_timeout_s:
+            raise ValueError("forget_after_s must exceed failure_timeout_s")
 
     @property
     def majority(self) -> int:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from p2pq import PROTOCOL_VERSION
-from p2pq.core.events import (ClientRequested, MessageReceived, Note, PeerDiscovered, Reply,
+from p2pq.core.events import (ClientRequested, ForgetPeer, MessageReceived, Note, PeerDiscovered, Reply,
                               RunTask, Send, SetTimer, ShutdownRequested, Started, StopTask,
                               TaskCompleted, TimerFired)
 from p2pq.core.messages import DecodeError, Submit, decode_client_request, from_wire, to_wire
@@ -426,6 +426,14 @@ class NodeRuntime:
                                      functools.partial(self._ran, task_id, attempt_id), spec.priority)
             case StopTask(_, attempt_id) if self.executor is not None:
                 self.executor.cancel(attempt_id)
+            case ForgetPeer(node):
+                # Dead for long: stop dialing it and drop its frames. The --peer seeds
+                # are dialed again (slowly) whoever they were: a seed that returns with
+                # no mDNS and no seeds of its own is found only that way.
+                self.transport.forget_peer(node)
+                self._addressed.discard(node)
+                for host, port in self.settings.peers:
+                    self.transport.dial_seed(host, port)
             # PersistTerm, PersistRecords, ForgetRecords: already in the journal (_pump)
             case Note(kind, detail):
                 self._note(kind, detail)
@@ -468,7 +476,7 @@ class NodeRuntime:
                       detail.pop("traceback", ""))
         note = {"at": time.time(), "node": self.node_id, "kind": kind, **detail}
         self.notes.append(note)
-        if kind in ("leader_elected", "stepped_down", "node_dead", "leader_accepted"):
+        if kind in ("leader_elected", "stepped_down", "node_dead", "node_forgotten", "leader_accepted"):
             log.info("%s %s", kind, detail)
         for listener in list(self.listeners):
             listener(note)

@@ -36,7 +36,7 @@ from typing import Any, Callable
 
 import networkx as nx
 
-from p2pq.core.events import (ClientRequested, ForgetRecords, MessageReceived, Note, PeerDiscovered, PersistRecords,
+from p2pq.core.events import (ClientRequested, ForgetPeer, ForgetRecords, MessageReceived, Note, PeerDiscovered, PersistRecords,
                               PersistTerm, Reply, RunTask, Send, SetTimer, Started, StopTask,
                               TaskCompleted, TimerFired)
 from p2pq.core.messages import DecodeError, Dispatch, ForwardReply, decode_client_request, from_wire, to_wire
@@ -112,7 +112,8 @@ class World:
         self._do = {Send: self._do_send, SetTimer: self._do_timer, Reply: self._do_reply,
                     RunTask: self._do_run, StopTask: self._do_stop, PersistTerm: self._do_persist_term,
                     PersistRecords: self._do_persist_records, ForgetRecords: self._do_forget,
-                    Note: self._do_note}
+                    ForgetPeer: self._do_forget_peer, Note: self._do_note}
+        self.peers_forgotten: list[tuple[float, str, str]] = []  # (when, by whom, whom)
         self.nodes: dict[str, SimNode] = {}
         self._install(priorities or list(range(1, n_nodes + 1)), boot_spread_s)
 
@@ -463,6 +464,10 @@ class World:
         for task_id in command.task_ids:
             node.disk_records.pop(task_id, None)
             node.disk_forgotten[task_id] = None
+
+    def _do_forget_peer(self, node: SimNode, command: ForgetPeer) -> None:
+        # The simulated network keeps no per-peer queues or redials: only the fact is kept.
+        self.peers_forgotten.append((self.now, node.id, command.node))
 
     def _do_persist_records(self, node: SimNode, command: PersistRecords) -> None:
         disk = node.disk_records

@@ -170,3 +170,19 @@ def test_big_arguments_replicate_in_parts_through_a_failover():
         assert {t["state"] for t in tasks} == {"succeeded"}
         assert after.submit("noop")
         assert "exceeds the limit" not in cluster.logs()
+
+
+def test_a_node_dead_for_long_is_forgotten_and_met_again_when_it_returns():
+    """Issue 13: heartbeats were queued for departed nodes forever (forget_peer was never called)."""
+    with LocalCluster(3, slots=1, extra_args=["--forget-after-s", "2"]) as cluster:
+        index, _ = cluster.leader()
+        cluster.kill(0)
+
+        def members() -> dict[str, bool]:
+            return {m["node"]: m["alive"] for m in cluster.view(index)["members"]}
+
+        wait_for(lambda: "node1" not in members(), 30, "the leader to forget node1")
+        assert "node_forgotten {'node': 'node1'" in cluster.nodes[index].log_path.read_text()
+        cluster.restart(0)
+        wait_for(lambda: members().get("node1") is True, 60, "node1 to be met again")
+        assert cluster.client(0).result(cluster.client(0).submit("noop"), wait=True, timeout_s=30)["state"] == "succeeded"

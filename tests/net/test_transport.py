@@ -261,6 +261,28 @@ def test_full_outbox_drops_the_oldest(cluster: Path) -> None:
     run(body())
 
 
+def test_a_forgotten_peer_is_no_longer_dialed_and_its_frames_are_dropped(cluster: Path) -> None:
+    from p2pq.testing.cluster import free_ports
+
+    async def body() -> None:
+        (port,) = free_ports(1)
+        a = await Node(cluster, "node-a").start()
+        try:
+            a.transport.set_address("node-b", HOST, port)  # nothing listens there
+            for i in range(10):
+                a.transport.send("node-b", {"type": "n", "i": i})
+            await wait_until(lambda: a.transport.stats.dial_failures >= 1, what="a failed dial")
+            a.transport.forget_peer("node-b")
+            assert a.transport.queued_frames("node-b") == 0
+            links = [t for t in a.transport._tasks if "node-b" in t.get_name()]
+            await wait_until(lambda: all(t.done() for t in links), what="the link to stop")
+            assert "node-b" not in a.transport.connected_peers()
+        finally:
+            await a.transport.close()
+
+    run(body())
+
+
 def test_a_dead_peer_keeps_only_its_newest_frames_and_its_return_wakes_the_link(cluster: Path) -> None:
     """Issue 13: frames for a departed node piled up for hours; it was redialed every 2 s forever."""
     import p2pq.net.transport as transport
