@@ -14,10 +14,17 @@ client will. Timeouts and cancellation are the parent's job: it SIGKILLs
 this process group and starts a fresh child, so nothing here has to be
 interruptible. Task code that prints cannot corrupt the frames: the pipes
 move to private descriptors and fd 1 is pointed at stderr.
+
+Limits. argv[2] is a JSON config from the executor: {"data_bytes": N}
+sets RLIMIT_DATA on this process (where no cgroup bounds the task), so an
+allocation past it raises MemoryError here. The child is a child
+subreaper: whatever a task starts, even after setsid, stays below it, and
+after every task it kills and reaps all of it before replying.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -30,6 +37,8 @@ import time
 import traceback
 from collections.abc import Callable
 from typing import Any, BinaryIO
+
+from p2pq.worker._launch import descendants, end_descendants, set_memory_rlimit, set_subreaper
 
 HEADER = struct.Struct(">I")
 _MAX_ERROR_CHARS = 1000
@@ -143,6 +152,9 @@ def _watch_for_orphaning(parent_pid: int) -> None:
     def watch() -> None:
         while os.getppid() == parent_pid:
             time.sleep(_ORPHAN_POLL_S)
+        for pid in descendants(os.getpid()):  # tasks' children, even those in new sessions
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
         if os.getpgid(0) == os.getpid():  # we lead our group: take tasks' children too
             os.killpg(0, signal.SIGKILL)
         os._exit(1)
@@ -155,6 +167,9 @@ def main() -> None:
     import p2pq.worker.builtins  # noqa: F401  (warm the import before the first task)
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node decides when we stop
+    config = json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}
+    set_memory_rlimit(config.get("data_bytes"))
+    set_subreaper()
     parent_pid = os.getppid()
     proto_in, proto_out = _claim_stdio()
     _watch_for_orphaning(parent_pid)
@@ -163,7 +178,9 @@ def main() -> None:
     _write_all(proto_out, encode_frame(("ready", os.getpid())))
     try:
         while (request := _read_frame(rfile)) is not None:
-            _write_all(proto_out, encode_frame(handle(request, cache)))
+            reply = handle(request, cache)
+            end_descendants()  # a task's processes end with it (reply after: nothing is left)
+            _write_all(proto_out, encode_frame(reply))
     except BrokenPipeError:
         pass  # the node went away mid-reply; nobody is left to tell
     sys.exit(0)

@@ -11,6 +11,14 @@ Theory of operation
   background while run() reports.
 - shell tasks run in a process group of their own (shell.py), so a timeout
   or cancel kills the command and everything it started.
+- Limits (confine.py): each slot's child and its shell tasks run in scopes
+  of their own (a cgroup v2 group where one can be made, else a P2PQ_TASK
+  environment marker), capped at `task_memory_bytes` by memory.max or by
+  RLIMIT_DATA. A task's processes end with it: the child (after each task)
+  and the shell launcher (after its command) kill everything below them;
+  after a kill of the child or the launcher, the node kills what is left in
+  the scope, setsid or not, and reaps it. A task stopped by the limit
+  fails with "memory limit (N MiB) exceeded".
 - Each run is one asyncio Task (the "job") that the Executor owns. Timeout
   and cancel record a reason, then cancel the job; the job's cleanup kills
   the process; run() turns that CancelledError into an Outcome carrying the
@@ -41,6 +49,8 @@ from typing import Any, Callable
 
 from p2pq.core.schema import MAX_VALUE_DEPTH, value_depth
 from p2pq.worker._child import HEADER, encode_frame, one_line
+from p2pq.worker._launch import set_subreaper
+from p2pq.worker.confine import Confinement, Scope, memory_limit_error, wait_gone
 from p2pq.worker.outcome import STATUSES, Outcome, exit_text
 from p2pq.worker.shell import Tail, run_shell, tail_text
 from p2pq.worker.spec import Call, Shell, SpecError, check_timeout, parse_spec
@@ -142,17 +152,19 @@ class _Child:
         self.pid = transport.get_pid()
 
     @classmethod
-    async def spawn(cls) -> _Child:
-        """Start a child and wait for its "ready" frame."""
+    async def spawn(cls, scope: Scope) -> _Child:
+        """Start a child in `scope` and wait for its "ready" frame."""
         path = [entry or os.getcwd() for entry in sys.path]
+        config = {"data_bytes": scope.rlimit_bytes}
         transport, protocol = await asyncio.get_running_loop().subprocess_exec(
-            _ChildProtocol, sys.executable, "-c", _BOOT, json.dumps(path),
+            _ChildProtocol, sys.executable, "-c", _BOOT, json.dumps(path), json.dumps(config),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **scope.env},
             start_new_session=True,  # a killpg takes the task's own children too
         )
         child = cls(transport, protocol)
         try:
+            scope.join(child.pid)  # before its first task, so before it can fork
             hello = await asyncio.wait_for(
                 child._reply(protocol.expect_reply()), _START_TIMEOUT_S)
         except _ChildDied as exc:
@@ -204,9 +216,16 @@ class _Slot:
 
     def __init__(self, index: int) -> None:
         self.index = index
+        self.py_scope = self.sh_scope = Scope("", None, None)  # until confine()
+        self._leftovers: list[int] = []  # killed with the last child, not yet reaped
         self._child: _Child | None = None
         self._starting: asyncio.Task[_Child] | None = None
         self._dying: _Child | None = None  # killed, not yet reaped
+
+    def confine(self, confinement: Confinement) -> None:
+        """Give the slot its scopes (once the mechanism is chosen, before any child)."""
+        self.py_scope = confinement.scope(f"slot{self.index}-py")
+        self.sh_scope = confinement.scope(f"slot{self.index}-sh")
 
     def prepare(self) -> None:
         """Start a child in the background unless one is up or starting."""
@@ -220,7 +239,12 @@ class _Slot:
         if self._dying is not None:
             await self._dying.wait_closed()  # one process per slot, even briefly
             self._dying = None
-        return await _Child.spawn()
+        await self._reap_leftovers()
+        return await _Child.spawn(self.py_scope)
+
+    async def _reap_leftovers(self) -> None:
+        pids, self._leftovers = self._leftovers, []
+        await wait_gone(pids)
 
     def _started(self, task: asyncio.Task[_Child]) -> None:
         if self._starting is task:
@@ -250,6 +274,8 @@ class _Slot:
         if old is not None:
             old.kill()
             self._dying = old
+            # What the task started outside the child's group (setsid) is in its scope.
+            self._leftovers += self.py_scope.kill_all(root=old.pid)
         self.prepare()
 
     async def close(self) -> None:
@@ -260,8 +286,10 @@ class _Slot:
         for child in (self._dying, self._child):
             if child is not None:
                 child.kill()
+                self._leftovers += self.py_scope.kill_all(root=child.pid)
                 await child.wait_closed()
         self._dying = self._child = None
+        await self._reap_leftovers()
 
 
 class _SlotPool:
@@ -338,13 +366,20 @@ class Executor:
     """Runs tasks in `slots` worker processes; see the module docstring."""
 
     def __init__(self, slots: int, *, output_cap_bytes: int = 64 * 1024,
-                 max_result_bytes: int = 1024 * 1024) -> None:
+                 max_result_bytes: int = 1024 * 1024, task_memory_bytes: int | None = None,
+                 cgroups: bool = True) -> None:
+        """`task_memory_bytes`: each task's memory limit (None: none); `cgroups=False`
+        forces the fallback (marker and RLIMIT_DATA) where cgroup v2 would do."""
         if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
             raise ValueError(f"slots must be a positive integer, got {slots!r}")
         if output_cap_bytes < 1 or max_result_bytes < 1:
             raise ValueError("output_cap_bytes and max_result_bytes must be positive")
+        if task_memory_bytes is not None and task_memory_bytes < 1:
+            raise ValueError(f"task_memory_bytes must be positive or None, got {task_memory_bytes!r}")
+        self.confinement = Confinement(task_memory_bytes, cgroups=cgroups)
         self._slots = [_Slot(i) for i in range(slots)]
         self._pool = _SlotPool(self._slots)
+        self._reapers: set[asyncio.Task[None]] = set()
         self._output_cap_bytes = output_cap_bytes
         self._max_result_bytes = max_result_bytes
         self._runs: dict[str, _Run] = {}
@@ -368,6 +403,13 @@ class Executor:
         if self._state != "new":
             raise RuntimeError(f"executor already {self._state}")
         self._state = "started"
+        # Orphans of a killed task come to us, not to an init that may never reap them.
+        subreaper = set_subreaper()
+        self.confinement.setup()
+        log.info("task limits: %s%s", self.confinement.describe(),
+                 "" if subreaper else " (not a child subreaper: orphans go to init)")
+        for slot in self._slots:
+            slot.confine(self.confinement)
         await asyncio.gather(*(slot.child() for slot in self._slots))
 
     async def run(self, run_id: str, spec: dict, timeout_s: float | None, priority: int = 0) -> Outcome:
@@ -431,6 +473,8 @@ class Executor:
             self._abort(run, "cancelled", "executor closed")
         await asyncio.gather(*(run.job for run in runs if run.job), return_exceptions=True)
         await asyncio.gather(*(slot.close() for slot in self._slots), return_exceptions=True)
+        await asyncio.gather(*self._reapers, return_exceptions=True)
+        self.confinement.close()
 
     def _abort(self, run: _Run, reason: str, detail: str) -> bool:
         if run.reason is not None or run.job is None or run.job.done():
@@ -450,7 +494,10 @@ class Executor:
             if isinstance(task, Shell):
                 run.stdout = Tail(self._output_cap_bytes)
                 run.stderr = Tail(self._output_cap_bytes)
-                outcome = await run_shell(task, run.stdout, run.stderr)
+                oom_kills = slot.sh_scope.oom_kills()
+                outcome = await run_shell(task, run.stdout, run.stderr, slot.sh_scope, self._reap)
+                if outcome.status != "succeeded" and slot.sh_scope.oom_kills() > oom_kills:
+                    outcome = dataclasses.replace(outcome, error=self._memory_error())
             else:
                 outcome = await self._call(slot, task)
         finally:
@@ -469,10 +516,13 @@ class Executor:
             child = await slot.child()
         except Exception as exc:  # noqa: BLE001
             return Outcome("failed", error=f"worker process failed to start: {exc}")
+        oom_kills = slot.py_scope.oom_kills()
         try:
             reply = await child.call(frame)
         except _ChildDied as exc:
             slot.replace()
+            if slot.py_scope.oom_kills() > oom_kills:  # memory.max: the kernel killed it
+                return Outcome("failed", error=self._memory_error())
             return Outcome("failed", error=str(exc))
         except BaseException:
             slot.replace()  # timeout/cancel: only a kill stops a running task
@@ -489,11 +539,27 @@ class Executor:
                 if value_depth(value) > MAX_VALUE_DEPTH:  # it could not be replicated (G5)
                     return Outcome("failed", error=f"result nests deeper than {MAX_VALUE_DEPTH} levels")
                 return Outcome("succeeded", value=value)
+            case ("error", str() as error, str() as traceback_text) if (
+                    error.partition(":")[0] == "MemoryError" and self.confinement.memory_bytes):
+                slot.replace()  # its heap may stay large: start the next task afresh
+                return Outcome("failed", error=self._memory_error(),
+                               stderr=tail_text(traceback_text, self._output_cap_bytes))
             case ("error", str() as error, str() as traceback_text):
                 return Outcome("failed", error=error,
                                stderr=tail_text(traceback_text, self._output_cap_bytes))
         slot.replace()  # a garbled reply: trust nothing more from this child
         return Outcome("failed", error=f"worker protocol error: got {reply!r:.80}")
+
+    def _memory_error(self) -> str:
+        assert self.confinement.memory_bytes is not None
+        return memory_limit_error(self.confinement.memory_bytes)
+
+    def _reap(self, pids: list[int]) -> None:
+        """Reap killed task processes in the background (the executor owns the task)."""
+        if pids:
+            task = asyncio.get_running_loop().create_task(wait_gone(pids), name="p2pq-worker-reap")
+            self._reapers.add(task)
+            task.add_done_callback(self._reapers.discard)
 
 
 def _ended(run: _Run, job: asyncio.Task[Outcome]) -> Outcome:

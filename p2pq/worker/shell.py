@@ -1,19 +1,27 @@
 """Shell tasks: run argv directly (no shell) as a process group of its own.
 
-start_new_session=True makes the command a process-group leader, so one
-killpg reaches it and everything it started: a timeout or cancel leaves
-nothing behind. Output is captured through pipes, keeping only the tail
-(the end of a log says why it failed).
+The command runs under the launcher (_launch.py), a small Python process
+that joins the task's cgroup, caps its memory and, as child subreaper,
+kills whatever the command left behind once it exits. start_new_session=True
+makes the launcher a process-group leader, so one killpg reaches it and
+the command; on a timeout or cancel, what escaped the group (setsid) is
+killed through the task's scope (confine.py). Output is captured through
+pipes, keeping only the tail (the end of a log says why it failed).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
+import sys
 from contextlib import suppress
+from typing import Callable
 
+from p2pq.worker import _launch
+from p2pq.worker.confine import Scope
 from p2pq.worker.outcome import Outcome, exit_text
 from p2pq.worker.spec import Shell
 
@@ -77,15 +85,60 @@ class _ShellProtocol(asyncio.SubprocessProtocol):
             self.closed.set_result(None)
 
 
-async def run_shell(shell: Shell, stdout: Tail, stderr: Tail) -> Outcome:
-    """Run the command to completion; output goes into the given tails
-    (the caller keeps them, to report partial output after a timeout)."""
+async def run_shell(shell: Shell, stdout: Tail, stderr: Tail, scope: Scope,
+                    reap: Callable[[list[int]], None]) -> Outcome:
+    """Run the command to completion in `scope`; output goes into the given tails
+    (the caller keeps them, to report partial output after a timeout).
+    Processes killed after the launcher are handed to `reap`."""
     if shell.cwd is not None and not os.path.isdir(shell.cwd):
         return Outcome("failed", error=f"working directory not found: {shell.cwd}")
-    env = None if shell.env is None else {**os.environ, **shell.env}
+    status_r, status_w = os.pipe()
+    status = _StatusPipe(status_r, status_w)
+    try:
+        return await _run(shell, stdout, stderr, scope, reap, status)
+    finally:
+        status.close()
+
+
+class _StatusPipe:
+    """The pipe the launcher reports on; each end closed exactly once
+    (a second close could hit a descriptor another task has just opened)."""
+
+    def __init__(self, read_fd: int, write_fd: int) -> None:
+        self.read_fd: int | None = read_fd
+        self.write_fd: int | None = write_fd
+
+    def close_write(self) -> None:
+        if self.write_fd is not None:
+            os.close(self.write_fd)
+            self.write_fd = None
+
+    def read(self) -> bytes:
+        """What the launcher said (b"D" done, b"E<errno>" exec failed, b"" killed)."""
+        assert self.read_fd is not None
+        os.set_blocking(self.read_fd, False)
+        try:
+            return os.read(self.read_fd, 64)
+        except BlockingIOError:
+            return b""
+
+    def close(self) -> None:
+        self.close_write()
+        if self.read_fd is not None:
+            os.close(self.read_fd)
+            self.read_fd = None
+
+
+async def _run(shell: Shell, stdout: Tail, stderr: Tail, scope: Scope,
+               reap: Callable[[list[int]], None], status: _StatusPipe) -> Outcome:
+    assert status.write_fd is not None
+    env = {**os.environ, **(shell.env or {}), **scope.env}
+    config = {"procs": scope.procs_path, "data_bytes": scope.rlimit_bytes}
+    argv = [sys.executable, "-I", "-S", _launch.__file__, json.dumps(config), str(status.write_fd),
+            "--", *shell.argv]
     start = asyncio.ensure_future(asyncio.get_running_loop().subprocess_exec(
-        lambda: _ShellProtocol(stdout, stderr), *shell.argv,
-        cwd=shell.cwd, env=env, stdin=subprocess.DEVNULL,
+        lambda: _ShellProtocol(stdout, stderr), *argv,
+        cwd=shell.cwd, env=env, stdin=subprocess.DEVNULL, pass_fds=(status.write_fd,),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
     ))
     try:
@@ -99,15 +152,25 @@ async def run_shell(shell: Shell, stdout: Tail, stderr: Tail) -> Outcome:
             transport, protocol = await start
         except OSError:
             raise asyncio.CancelledError from None
-        await _stop(transport, protocol)
+        status.close_write()
+        await _stop(transport, protocol, scope, reap, clean=False)
         raise
+    status.close_write()  # the launcher holds its copy
+    clean = False
     try:
         await asyncio.shield(protocol.exited)  # shield: keep it awaitable below
+        said = status.read()
+        # "D": the launcher killed and reaped all the command left; "E": it never ran.
+        clean = said == b"D" or said.startswith(b"E")
+        if said.startswith(b"E"):
+            code = int(said[1:] or 0)
+            return Outcome("failed", error=_start_error(shell, OSError(code, os.strerror(code))))
         # Helpers it left running would hold the pipes open (and the slot).
         _kill_group(transport.get_pid())
         await asyncio.wait([protocol.closed], timeout=_PIPE_GRACE_S)
     finally:
-        await _stop(transport, protocol)  # on timeout or cancel, this is the kill
+        # On timeout or cancel, this is the kill.
+        await _stop(transport, protocol, scope, reap, clean=clean)
     returncode = transport.get_returncode()
     assert returncode is not None
     return Outcome(
@@ -117,13 +180,17 @@ async def run_shell(shell: Shell, stdout: Tail, stderr: Tail) -> Outcome:
     )
 
 
-async def _stop(transport: asyncio.SubprocessTransport, protocol: _ShellProtocol) -> None:
-    """Kill the process group, then wait (briefly) for the exit and the pipes' end.
+async def _stop(transport: asyncio.SubprocessTransport, protocol: _ShellProtocol,
+                scope: Scope, reap: Callable[[list[int]], None], *, clean: bool) -> None:
+    """Kill the process group and the rest of the scope (unless the launcher left
+    it `clean`), then wait (briefly) for the exit and the pipes' end.
 
     SIGKILL is prompt; waiting lets run() report a dead process, and reading
     the pipes to their end keeps the output written before the kill.
     """
     _kill_group(transport.get_pid())
+    if not clean:
+        reap(scope.kill_all(root=transport.get_pid()))
     try:
         await asyncio.wait([protocol.exited, protocol.closed], timeout=_PIPE_GRACE_S)
     finally:
