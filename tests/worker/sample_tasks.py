@@ -61,3 +61,39 @@ def nested(depth):
     for _ in range(depth):
         value = [value]
     return value
+
+
+def allocate(mib):
+    """Allocate `mib` MiB, one MiB at a time (each page touched), and hold it."""
+    held = [bytearray(2**20) for _ in range(mib)]
+    return len(held)
+
+
+def spawn_setsid_sleeper(seconds):
+    """Start `sleep` in a new session (an orphan-to-be that escapes killpg); its pid."""
+    import subprocess
+    return subprocess.Popen(["sleep", str(seconds)], start_new_session=True).pid
+
+
+def spawn_setsid_sleeper_then_sleep(path, seconds):
+    """Start a setsid sleeper, write its pid to `path`, then sleep (to be killed)."""
+    import time
+    pid = spawn_setsid_sleeper(1000)
+    with open(path, "w") as f:
+        f.write(str(pid))
+    time.sleep(seconds)
+
+
+def allocate_until_refused(mib):
+    """Allocate up to `mib` MiB; [MiB held when refused (or mib), peak RSS in KiB]."""
+    held = []
+    try:
+        for _ in range(mib):
+            held.append(bytearray(2**20))
+    except MemoryError:
+        pass
+    count = len(held)
+    del held
+    with open("/proc/self/status") as f:
+        peak_kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    return [count, peak_kib]
