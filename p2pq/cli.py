@@ -107,6 +107,17 @@ def _parse_peer(ctx, param, values):
         raise click.BadParameter(str(exc)) from None
 
 
+def _parse_task_memory(ctx, param, value):
+    """--task-memory: bytes, None for none, "auto" when not given."""
+    if value is None:
+        return "auto"
+    from .worker.confine import parse_size
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @main.command()
 @CLUSTER_DIR
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -156,11 +167,16 @@ def _parse_peer(ctx, param, values):
                    "it rejoins as new when it returns).")
 @click.option("--heartbeat-ms", type=click.IntRange(10), default=200, show_default=True)
 @click.option("--failure-timeout-ms", type=click.IntRange(50), default=1000, show_default=True)
+@click.option("--task-memory", default=None, callback=_parse_task_memory, metavar="SIZE",
+              help="Memory one task may use, its child processes included (512M, 2G; 0 or none = no "
+                   "limit). Default: 80% of RAM split between the slots. Past it the task fails with "
+                   "'memory limit (N MiB) exceeded'. Enforced by cgroup v2 memory.max where the node "
+                   "can create cgroups, else per process by RLIMIT_DATA (the log says which).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
 def node(cluster_dir, data_dir, host, port, advertise, peers, no_mdns, mdns_interfaces, priority, slots, prefetch,
          prefetch_below_ms, replicas, quorum, http_port, http_host, node_id, durability, retain_finished, retain_finished_s, forget_after_s,
-         heartbeat_ms, failure_timeout_ms, log_level):
+         heartbeat_ms, failure_timeout_ms, task_memory, log_level):
     """Run a node: join (or found) the cluster, hold the queue, run tasks.
 
     Start the same command on every machine. Nodes find each other by mDNS,
@@ -188,7 +204,7 @@ def node(cluster_dir, data_dir, host, port, advertise, peers, no_mdns, mdns_inte
                             advertise_host=advertise, peers=list(peers), mdns=not no_mdns, priority=priority,
                             mdns_interfaces=list(mdns_interfaces) or None,
                             node_id=node_id, config=config, http_port=http_port, http_host=http_host,
-                            durability=durability)
+                            durability=durability, task_memory_bytes=task_memory)
     try:
         asyncio.run(run_node(settings))
     except (PKIError, StorageError, NodeFailed) as exc:

@@ -69,6 +69,7 @@ class NodeSettings:
     http_port: int | None = None
     http_host: str = "127.0.0.1"
     durability: str = "written"  # memory | written | fsync: docs/durability.md
+    task_memory_bytes: int | None | str = "auto"  # "auto": a share of RAM per slot; None: no limit
 
 
 def host_name() -> str:
@@ -171,7 +172,11 @@ class NodeRuntime:
             self._note("journal_corrupted", {"message": self.store.corruption})
         if s.config.slots > 0:  # --slots 0: a coordinator that leads and holds copies, runs nothing
             from p2pq.worker import Executor
-            self.executor = Executor(s.config.slots)
+            from p2pq.worker.confine import default_task_memory_bytes
+            memory = s.task_memory_bytes
+            if memory == "auto":
+                memory = default_task_memory_bytes(s.config.slots)
+            self.executor = Executor(s.config.slots, task_memory_bytes=memory)
             await self.executor.start()
         self.transport = Transport(
             node_id=self.node_id, identity=identity, host=s.host, port=s.port,

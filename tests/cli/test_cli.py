@@ -146,3 +146,10 @@ def test_status_json_of_any_task_is_json(cluster):
     tid = json.loads(out.stdout)["id"]
     status = json.loads(p2pq("status", *node_args(cluster), "--json", tid, cluster_dir=cluster.cluster_dir).stdout)
     assert status["args"] == [{"a": [1, 2.5, None]}]
+
+
+@pytest.mark.parametrize(("size", "why"), [("12X", "not a size: '12X'"), ("1M", "below the minimum of 32M")])
+def test_node_task_memory_is_checked_before_the_node_starts(tmp_path, size, why):
+    result = p2pq("node", "--cluster-dir", str(tmp_path), "--task-memory", size, check_exit=2)
+    assert "Invalid value for '--task-memory'" in result.stderr and why in result.stderr
+    assert "Traceback" not in result.stderr
