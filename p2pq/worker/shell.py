@@ -12,7 +12,6 @@ pipes, keeping only the tail (the end of a log says why it failed).
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -133,8 +132,8 @@ async def _run(shell: Shell, stdout: Tail, stderr: Tail, scope: Scope,
                reap: Callable[[list[int]], None], status: _StatusPipe) -> Outcome:
     assert status.write_fd is not None
     env = {**os.environ, **(shell.env or {}), **scope.env}
-    config = {"procs": scope.procs_path, "data_bytes": scope.rlimit_bytes}
-    argv = [sys.executable, "-I", "-S", _launch.__file__, json.dumps(config), str(status.write_fd),
+    argv = [sys.executable, "-I", "-S", _launch.__file__, scope.procs_path or "-",
+            "-" if scope.rlimit_bytes is None else str(scope.rlimit_bytes), str(status.write_fd),
             "--", *shell.argv]
     start = asyncio.ensure_future(asyncio.get_running_loop().subprocess_exec(
         lambda: _ShellProtocol(stdout, stderr), *argv,
