@@ -27,7 +27,7 @@ from pathlib import Path
 
 from .cluster import LocalCluster, wait_for
 from .history import Recorder, Verdict, Workload, fetch_table, judge
-from .netns import NetnsCluster
+from .netns import NetnsCluster, term_key
 from .powercut import PowercutDisk
 
 
@@ -40,6 +40,8 @@ class CutRun:
     acked_per_cut: list[int] = field(default_factory=list)   # acknowledged in the window each cut ended
     lost_per_cut: list[int] = field(default_factory=list)    # of those, missing from the final table
     lost_after: int = 0             # acknowledged after the last cut and missing (must be 0 in any mode)
+    cut_at: list[float] = field(default_factory=list)         # wall-clock time of each cut
+    term_regressions: int = 0       # cuts after which the first leader's term was not above every earlier one
     verdict: Verdict | None = None
     seconds: float = 0.0
 
@@ -147,6 +149,7 @@ def run_cuts(durability: str, cuts: int, *, size: int = 3, rate_per_s: float = 4
                     wait_for(lambda: len(recorder.acked_ids()) >= want, 60,
                              f"{want} acknowledged submits before cut {k + 1}")
                     cut_everything(cluster, disks, recorder)
+                    run.cut_at.append(time.time())
                     acked = recorder.acked_ids()
                     windows.append(acked - seen)
                     seen = acked
@@ -156,7 +159,9 @@ def run_cuts(durability: str, cuts: int, *, size: int = 3, rate_per_s: float = 4
             finally:
                 workload.stop()
             table = wait_settled(cluster, recorder)
-            run.verdict = judge(recorder, table, NetnsCluster.notes(cluster), log_path)  # same log format
+            notes = NetnsCluster.notes(cluster)  # the same log lines as in namespaces
+            run.verdict = judge(recorder, table, notes, log_path)
+            run.term_regressions = term_regressions(notes, run.cut_at)
             present = set(table)
             run.acked_per_cut = [len(w) for w in windows]
             run.lost_per_cut = [len(w - present) for w in windows]
@@ -169,4 +174,16 @@ def run_cuts(durability: str, cuts: int, *, size: int = 3, rate_per_s: float = 4
     return run
 
 
-__all__ = ["CutRun", "powercut_cluster", "cut_everything", "restart_everything", "wait_settled", "run_cuts"]
+def term_regressions(notes, cut_at: list[float]) -> int:
+    """How many cuts were followed by a leader whose term is not above every term elected before (G3)."""
+    elected = [(at, term_key(detail["term"])) for at, _, kind, detail in notes if kind == "leader_elected"]
+    count = 0
+    for at in cut_at:
+        before = [term for t, term in elected if t < at]
+        after = [term for t, term in elected if t > at]
+        if before and after and after[0] <= max(before):
+            count += 1
+    return count
+
+
+__all__ = ["term_regressions", "CutRun", "powercut_cluster", "cut_everything", "restart_everything", "wait_settled", "run_cuts"]
