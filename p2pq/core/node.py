@@ -62,7 +62,7 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
                  restored_forgotten: Iterable[str] = ()) -> None:
         self.id, self.priority, self.config, self.rng = node_id, priority, config, rng
         self.address = address
-        self.now = 0.0
+        self.now = float("-inf")  # the first event sets it (a clock may read below zero: the simulator)
         self.peers: dict[NodeId, Peer] = {}
         self.dead_since: dict[NodeId, float] = {}  # peers seen dead at a tick, and since when
         self.table = TaskTable()

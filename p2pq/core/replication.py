@@ -20,9 +20,12 @@ order is harmless.
 - The commit index is the highest index every follower acknowledged
   (available mode) or that a majority of the cluster holds (quorum mode).
   In quorum mode acknowledgments are also leased: only acks of appends sent
-  within the last failure timeout count, and a new leader acknowledges
+  within the last half failure timeout count, and a new leader acknowledges
   nothing until one failure timeout after it started serving, so an old
-  leader's last acknowledgment and a new leader's first never overlap.
+  leader's last acknowledgment and a new leader's first never overlap, even
+  when the new leader's clock runs up to twice as fast as the old one's (a
+  node that already accepted the new term may have acked the old leader just
+  before; each side measures its own wait on its own clock).
   A submit is answered only once its entry is committed (G1): a task
   acknowledged to a client is held by the leader and by its followers.
 - A leader with no follower (every other node is dead) answers submits with
@@ -182,10 +185,12 @@ class ReplicationMixin(_Base):
             need = self.config.majority - 1  # the leader holds everything it logged
             if need <= 0:
                 return self.last_index
-            # The lease (G3): only acks of appends sent within a failure timeout
-            # count. A leader that was paused and wakes up to a backlog of old
-            # acks cannot commit with them: by now another leader may serve.
-            lease_from = self.now - self.config.failure_timeout_s
+            # The lease (G3): only acks of appends sent within half a failure
+            # timeout count. A leader that was paused and wakes up to a backlog
+            # of old acks cannot commit with them: by now another leader may
+            # serve. Half: the next leader waits a whole one on its own clock,
+            # which may run faster than ours.
+            lease_from = self.now - self.config.failure_timeout_s / 2
             acks = [p.acked for p in self.followers.values() if p.fresh_at >= lease_from]
             return sorted(acks, reverse=True)[need - 1] if len(acks) >= need else self.commit
         if acks:

@@ -436,6 +436,8 @@ class TaskTable:
                 self._queued.discard(entry[2])
                 continue
             at = record.eligible_at(backoff_s, backoff_max_s)
+            if at > now + backoff_max_s:
+                at = now  # the failure was stamped by a clock ahead of ours: do not wait out the skew
             if at > now:
                 deferred.append(entry)
                 next_at = at if next_at is None else min(next_at, at)

@@ -5,10 +5,12 @@ discovery, finished tasks), hands them to the core in batches, and carries
 out the commands it returns (sends, timers, replies, task runs, persistence,
 notes). All protocol decisions are the core's; this module only does I/O.
 
-Time: the core's ``now`` is wall-clock seconds (``time.time()``), so task
-timestamps mean something to people on every machine; timers are armed on
-the loop's monotonic clock for the remaining delay, and the core never lets
-``now`` go backwards.
+Time: the core's ``now`` comes from a ProtocolClock (clock.py): wall-clock
+seconds at start that then advance with the monotonic clock, so task
+timestamps mean something to people while no step of the wall clock (NTP)
+moves a heartbeat, a failure timeout or a lease. Timers are armed on the
+loop's monotonic clock for the remaining delay. Notes people read carry the
+wall clock.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from p2pq.net.framing import FrameError
 
 from p2pq.worker.outcome import Outcome
 
+from .clock import ProtocolClock
 from .pki import ca_fingerprint, ensure_identity
 from .storage import EncodingBug, Restored, Store, batch_of, open_store
 from .transport import ClientConnection, Transport
@@ -136,6 +139,7 @@ class NodeRuntime:
             outward_address() if settings.host in ("0.0.0.0", "::", "") else settings.host)
         self.notes: collections.deque[dict] = collections.deque(maxlen=1000)
         self.started_at = time.time()
+        self.clock = ProtocolClock()
         self.core: NodeCore | None = None
         self.transport: Transport | None = None
         self.store: Store | None = None
@@ -291,7 +295,7 @@ class NodeRuntime:
             events, self._events = self._events, []
             load.took(len(events))
             try:
-                commands = self.core.handle_batch(events, time.time())
+                commands = self.core.handle_batch(events, self.clock.now())
             except InvariantViolation as exc:  # the protocol broke its own rules: stop, say why
                 self._stop_for(f"protocol invariant violated: {exc}; this node stops (a bug: please "
                                "report it with this log)")
@@ -468,11 +472,11 @@ class NodeRuntime:
         old = self._timers.pop(name, None)
         if old is not None:
             old.cancel()
-        delay = max(0.0, at_s - time.time())
+        delay = self.clock.delay_until(at_s)
         self._timers[name] = asyncio.get_running_loop().call_later(delay, self._post, TimerFired(name))
 
     def _ran(self, task_id: str, attempt_id: str, outcome) -> None:
-        self._post(TaskCompleted(task_id, attempt_id, outcome.status, outcome.to_wire(), time.time()))
+        self._post(TaskCompleted(task_id, attempt_id, outcome.status, outcome.to_wire(), self.clock.now()))
 
     def _note(self, kind: str, detail: dict) -> None:
         if kind == "internal_error":  # logged once, with its traceback; kept short in the notes

@@ -129,6 +129,30 @@ def pause(pick: Pick) -> Fault:
     return apply
 
 
+# -- clocks ------------------------------------------------------------------------------
+def clock_skew(pick: Pick, rates: tuple[float, ...] = (0.8, 1.25), step_s: float = 10.0) -> Fault:
+    """The picked node's clock runs fast or slow and its wall clock steps +-step_s; undo: true speed.
+
+    The step stays (a restart later boots the node at the stepped time, so
+    its timestamps differ from the others'); the rates stay within what the
+    leases allow (docs/guarantees.md, G3: rates may differ by less than 2x).
+    """
+    def apply(world: World) -> Undo:
+        node = pick(world)
+        if node is None:
+            return _noop
+        rate = world.rng.choice(rates)
+        close = _open(world, "clock", f"{node} x{rate:g}")
+        world.step_wall_clock(node, world.rng.choice((-step_s, step_s)))
+        world.set_clock_rate(node, rate)
+
+        def undo() -> None:
+            world.set_clock_rate(node, 1.0)
+            close()
+        return undo
+    return apply
+
+
 # -- partitions ---------------------------------------------------------------------------
 def _partitioned(world: World, kind: str, detail: str, change: Callable[[], None]) -> Undo:
     close = _open(world, kind, detail)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from .faults import (any_node, bridge, chaos, crash, follower_of, halves, highest, hold, isolate,
+from .faults import (any_node, bridge, chaos, clock_skew, crash, follower_of, halves, highest, hold, isolate,
                      leader_of, links, majorities_ring, one_way, pause)
 from .links import LinkModel, LogNormal, Spiky, Uniform
 from .workload import Workload
@@ -252,6 +252,17 @@ def lossy_links(world: World) -> None:
 def stalling_links(world: World) -> None:
     """2 % of messages stall up to 1.5 s, longer than the failure timeout, for 3-5 s."""
     hold(world, _t0(world), links(STALLS, "stalls"), (3.0, 5.0))
+
+
+# -- clocks -------------------------------------------------------------------------------------
+@scenario()
+def clock_skew_crashes(world: World) -> None:
+    """Clocks drift 25 % fast or slow and step +-10 s among crashes, restarts and partitions."""
+    chaos(world, [("skew any", clock_skew(any_node)), ("skew leader", clock_skew(leader_of)),
+                  ("skew any", clock_skew(any_node)), ("crash leader", crash(leader_of)),
+                  ("crash any", crash(any_node)), ("isolate leader", isolate(leader_of)),
+                  ("halves", halves), ("pause leader", pause(leader_of))],
+          FAULTS_START_S, world.fault_end_s - 1.0, fault_s=(1.0, 3.0), calm_s=(0.5, 2.0))
 
 
 # -- everything at once ---------------------------------------------------------------------------

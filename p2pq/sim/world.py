@@ -52,6 +52,34 @@ _LEADER = Role.LEADER
 _TRACE_CHUNK = 4096  # trace entries hashed at a time, to bound memory on long runs
 
 
+@dataclass(slots=True)
+class NodeClock:
+    """A machine's clock as its core reads it: the driver's ProtocolClock (p2pq/net/clock.py).
+
+    It starts at the machine's wall clock (true time + wall_offset_s) and then
+    runs at `rate` (1.0: true speed). A step of the wall clock moves
+    wall_offset_s only, so the running core never sees it (the driver's clock
+    is monotonic); the next boot reads it.
+    """
+
+    rate: float = 1.0
+    base_world_s: float = 0.0
+    base_local_s: float = 0.0
+    wall_offset_s: float = 0.0
+
+    def local(self, t: float) -> float:
+        return self.base_local_s + self.rate * (t - self.base_world_s)
+
+    def world(self, local_s: float) -> float:
+        return self.base_world_s + (local_s - self.base_local_s) / self.rate
+
+    def set_rate(self, t: float, rate: float) -> None:
+        self.base_local_s, self.base_world_s, self.rate = self.local(t), t, rate
+
+    def boot(self, t: float) -> None:
+        self.base_local_s, self.base_world_s = t + self.wall_offset_s, t
+
+
 @dataclass(slots=True, eq=False)
 class SimNode:
     id: str
@@ -68,6 +96,7 @@ class SimNode:
     running: set[str] = field(default_factory=set)  # attempts in a slot, as in Executor
     waiting: list = field(default_factory=list)  # (priority, arrival, RunTask) for a slot: a heap, as in Executor
     leadership: Leadership | None = None        # the LEADER interval now open
+    clock: NodeClock = field(default_factory=NodeClock)
 
 
 class World:
@@ -178,6 +207,7 @@ class World:
         self._boot(node)
 
     def _boot(self, node: SimNode) -> None:
+        node.clock.boot(self.now)
         self._feed(node, Started())
         if self.discovery == "full":  # mDNS finds every node on the LAN
             others = [o for o in self.ids if o != node.id]
@@ -242,6 +272,18 @@ class World:
         if events:
             self._step(node, events, f"resume:{len(events)}")
 
+    def set_clock_rate(self, node_id: str, rate: float) -> None:
+        """The node's clock runs at `rate` times true speed from now on (a drifting or faked clock)."""
+        if not 0.0 < rate:
+            raise ValueError("a clock rate must be positive")
+        self.nodes[node_id].clock.set_rate(self.now, rate)
+        self.history.fault(self.now, "clock_rate", f"{node_id} x{rate:g}")
+
+    def step_wall_clock(self, node_id: str, by_s: float) -> None:
+        """An NTP step of the node's wall clock: the running core never sees it, its next boot does."""
+        self.nodes[node_id].clock.wall_offset_s += by_s
+        self.history.fault(self.now, "clock_step", f"{node_id} {by_s:+g} s")
+
     # -- the network -----------------------------------------------------------------------
     def partition(self, *groups: list[str]) -> None:
         """Cut every link between different groups (a node in no group is cut off from all)."""
@@ -296,7 +338,7 @@ class World:
 
     def _step(self, node: SimNode, events: tuple | list, kind: str) -> None:
         """One turn of the node's pump: the core handles `events`, the world carries out the commands."""
-        commands = node.core.handle_batch(events, self.now)
+        commands = node.core.handle_batch(events, node.clock.local(self.now))
         self._trace.append((self.now, node.id, kind, len(commands)))
         if len(self._trace) >= _TRACE_CHUNK:
             self._trace_digest.update(repr(self._trace).encode())
@@ -319,6 +361,10 @@ class World:
     def _timer(self, node: SimNode, incarnation: int, name: str, at_s: float) -> None:
         if node.incarnation != incarnation or node.timers.get(name) != at_s:
             return  # the node restarted, or a later SetTimer replaced this one
+        due_s = node.clock.world(at_s)
+        if due_s > self.now:  # its clock slowed down since the timer was set: not yet due
+            self._schedule(due_s, self._timer, (node, incarnation, name, at_s))
+            return
         if node.paused:
             node.inbox.append(("timer", name, at_s))
             return
@@ -402,7 +448,8 @@ class World:
 
     def _do_timer(self, node: SimNode, command: SetTimer) -> None:
         node.timers[command.name] = command.at_s
-        self._schedule(command.at_s, self._timer, (node, node.incarnation, command.name, command.at_s))
+        self._schedule(max(self.now, node.clock.world(command.at_s)), self._timer,
+                       (node, node.incarnation, command.name, command.at_s))
 
     def _do_reply(self, node: SimNode, command: Reply) -> None:
         self._observe_ack(node, command.body)
@@ -429,7 +476,13 @@ class World:
         duration = float(spec.args[0]) if spec.target == "sleep" and spec.args else self.task_duration_s
         record = node.core.executing.get(command.attempt_id)
         attempt = record.attempt(command.attempt_id) if record else None
-        dispatched_at = attempt.started_at if attempt else self.now
+        # In true time: when the wire carried the dispatch, else (a leader running its own
+        # task) its stamp read back through its clock.
+        seen = self.history.first_dispatch.get(command.task_id)
+        if seen is not None and seen[1] == command.attempt_id:
+            dispatched_at = seen[0]
+        else:
+            dispatched_at = node.clock.world(attempt.started_at) if attempt else self.now
         self.history.execution_start(command.task_id, command.attempt_id, node.id, self.now, dispatched_at)
         self._schedule(self.now + duration, self._task_done,
                        (node, node.incarnation, command.task_id, command.attempt_id))
@@ -439,7 +492,7 @@ class World:
         if node.alive and node.incarnation == incarnation and not self.history.execution_ended(attempt_id):
             self.history.execution_end(attempt_id, self.now, SUCCEEDED)
             self._free_slot(node, attempt_id)
-            self._feed(node, TaskCompleted(task_id, attempt_id, SUCCEEDED, {"value": None}, self.now))
+            self._feed(node, TaskCompleted(task_id, attempt_id, SUCCEEDED, {"value": None}, node.clock.local(self.now)))
 
     def _free_slot(self, node: SimNode, attempt_id: str) -> None:
         node.running.discard(attempt_id)
@@ -454,7 +507,7 @@ class World:
         else:
             self.history.execution_end(command.attempt_id, self.now, CANCELLED)
             self._free_slot(node, command.attempt_id)
-        event = TaskCompleted(command.task_id, command.attempt_id, CANCELLED, None, self.now)
+        event = TaskCompleted(command.task_id, command.attempt_id, CANCELLED, None, node.clock.local(self.now))
         self._schedule(self.now, self._feed_if, (node, node.incarnation, event, "TaskCompleted"))
 
     def _do_persist_term(self, node: SimNode, command: PersistTerm) -> None:

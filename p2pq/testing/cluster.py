@@ -80,6 +80,7 @@ class LocalCluster:
     seeds: bool = True
     extra_args: list[str] = field(default_factory=list)
     node_args: dict[int, list[str]] = field(default_factory=dict)  # more flags for node i (the last wins)
+    node_env: dict[int, dict[str, str]] = field(default_factory=dict)  # more environment for node i
     base_dir: Path | None = None
     nodes: list[LocalNode] = field(default_factory=list)
     _tmp: Any = None
@@ -134,7 +135,7 @@ class LocalCluster:
 
     def _spawn(self, node: LocalNode) -> None:
         log = open(node.log_path, "ab")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.node_env.get(node.index, {})}
         node.process = subprocess.Popen([sys.executable, "-m", "p2pq", *node.args], stdout=log,
                                         stderr=subprocess.STDOUT, env=env, start_new_session=True)
         log.close()

@@ -1,4 +1,4 @@
-"""Membership over time: a node dead for long is forgotten, and nobody brings it back."""
+"""Over time: a node dead for long is forgotten (and nobody brings it back); clocks that disagree."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from helpers import make_leader, node, of, recv, sends
 
 from p2pq.core.events import ForgetPeer, Note, PeerDiscovered, TimerFired
 from p2pq.core.messages import Gossip, Heartbeat, HeartbeatAck, Join, Member
+from p2pq.core.tasks import FAILED, Attempt, TaskRecord, TaskSpec, TaskTable
 from p2pq.core.types import Config, Term
 
 CONFIG = replace(Config(), forget_after_s=30.0)
@@ -91,3 +92,16 @@ def test_a_member_forgets_a_peer_its_leader_reports_dead_and_gossips_only_the_li
             assert all(m.node != "b" for g in gossip for m in g.members)
     assert [c.node for c in of(out, ForgetPeer)] == ["b"]
     assert member.role.value == "member" and member.leader == "c"
+
+
+def test_a_failure_stamped_by_a_clock_an_hour_ahead_is_retried_without_waiting_out_the_skew():
+    now = 1000.0
+    spec = TaskSpec("builtin", "echo", (1,), retries=3)
+    ahead = TaskRecord("t1", spec, (0, 1), now - 5, attempts=(Attempt("a1", "n2", now + 3590, now + 3600, FAILED),))
+    behind = TaskRecord("t2", spec, (0, 2), now - 5, attempts=(Attempt("a2", "n2", now - 1, now - 0.1, FAILED),))
+    table = TaskTable()
+    table.merge(ahead)
+    table.merge(behind)
+    found, next_at = table.pop_runnable(now, 0.5, 30.0)
+    assert found is not None and found.task_id == "t1"
+    assert table.pop_runnable(now, 0.5, 30.0) == (None, now - 0.1 + 0.5)  # in its backoff still

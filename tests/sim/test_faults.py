@@ -142,3 +142,23 @@ def test_fifo_links_never_show_the_follower_a_gap_and_reordering_ones_do():
 def test_link_model_validates_probabilities():
     with pytest.raises(ValueError):
         LinkModel(drop=1.5)
+
+
+def test_a_skewed_clock_runs_at_its_rate_and_its_step_shows_only_after_a_restart():
+    from p2pq.sim.faults import clock_skew
+    world = settled_world()
+    node = world.ids[0]
+    core = world.nodes[node].core
+    undo = clock_skew(lambda w: node, rates=(1.25,), step_s=10.0)(world)
+    start_true, start_local = world.now, core.now
+    world.run_until(world.now + 4.0)
+    assert core.now - start_local == pytest.approx(1.25 * (world.now - start_true), abs=0.25)
+    undo()
+    offset = world.nodes[node].clock.wall_offset_s
+    assert abs(offset) == 10.0
+    world.crash(node)
+    world.restart(node)
+    world.run_until(world.now + 0.5)
+    restarted = world.nodes[node]
+    assert restarted.clock.local(world.now) - world.now == pytest.approx(offset)
+    assert restarted.core.now - world.now == pytest.approx(offset, abs=0.5)  # its last step, in its time

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 from p2pq.core.events import PersistTerm, Send
 from p2pq.core.types import Term
+from p2pq.net.clock import ProtocolClock
 from p2pq.net.node import NodeRuntime, StepLoad
 
 
@@ -16,7 +17,7 @@ def released_early(waits: bool) -> tuple[bool, list]:
     async def scenario():
         carried: list = []
         held: concurrent.futures.Future = concurrent.futures.Future()
-        driver = SimpleNamespace(store=SimpleNamespace(waits=waits), _outbox=asyncio.Queue(),
+        driver = SimpleNamespace(clock=ProtocolClock(), store=SimpleNamespace(waits=waits), _outbox=asyncio.Queue(),
                                  _carry_out=carried.append, failure=None)
         driver._outbox.put_nowait((held, ["first"]))
         driver._outbox.put_nowait((None, ["second"]))  # a batch with nothing to write still waits its turn
@@ -49,7 +50,7 @@ def test_a_failed_write_stops_the_node_before_anything_of_its_batch_is_said(tmp_
         carried, fatal = [], []
         failed: concurrent.futures.Future = concurrent.futures.Future()
         failed.set_exception(OSError("disk full"))
-        driver = SimpleNamespace(store=SimpleNamespace(waits=True, path=tmp_path / "journal.db"),
+        driver = SimpleNamespace(clock=ProtocolClock(), store=SimpleNamespace(waits=True, path=tmp_path / "journal.db"),
                                  _outbox=asyncio.Queue(), _carry_out=carried.append, failure=None,
                                  on_fatal=lambda: fatal.append(True))
         driver._journal_failed = lambda exc: NodeRuntime._journal_failed(driver, exc)
@@ -73,7 +74,7 @@ def pumped(waits: bool, held: concurrent.futures.Future | None = None) -> tuple[
         nonlocal held
         held = held or concurrent.futures.Future()
         step = [PersistTerm(Term(1, "n1")), Send("n2", object())]
-        driver = SimpleNamespace(store=SimpleNamespace(waits=waits, write=lambda batch: held,
+        driver = SimpleNamespace(clock=ProtocolClock(), store=SimpleNamespace(waits=waits, write=lambda batch: held,
                                                        path="journal.db"),
                                  core=SimpleNamespace(handle_batch=lambda events, now: list(step)),
                                  _outbox=asyncio.Queue(), _carry_out=carried.append, failure=None,
