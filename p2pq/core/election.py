@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .events import Note, PersistTerm, Send, SetTimer
+from .events import Note, PersistTerm, SetTimer
 from .messages import Answer, Coordinator, Election, Reject, StateOffer
 from .tasks import chunks, next_part
 from .types import Rank, Role, Term
@@ -84,8 +84,9 @@ class ElectionMixin(_Base):
         for peer in self.peers.values():
             if peer.alive:  # a full failure timeout to answer before we judge them
                 peer.last_heard = max(peer.last_heard, self.now)
+        digests = self.table.digests()
         for peer in self.peers.values():
-            self._send(peer.node, Coordinator(term, self.priority))
+            self._send(peer.node, Coordinator(term, self.priority, digests))
         self.out.append(Note("coordinator", {"node": self.id, "term": str(term)}))
         self.gather_deadline = self.now + self.config.gather_timeout_s
         self.out.append(SetTimer("gather", self.gather_deadline))
@@ -204,6 +205,8 @@ class ElectionMixin(_Base):
             self._merge(record)
         for task_id, attempt in msg.running:
             self._note_running(task_id, attempt)
+        if msg.digests and msg.offer_id:
+            self.peer_offers[sender] = (msg.offer_id, msg.digests)
         if msg.parts > 1 and not self._offer_complete(sender, msg):
             return
         if msg.term == self.term and self.role in (Role.GATHERING, Role.LEADER):
@@ -234,7 +237,13 @@ class ElectionMixin(_Base):
         self._resend_finished(force=True)
 
     def _send_offer(self, again: bool = False) -> None:
-        """Everything this node holds, to its leader: in parts when the table is big.
+        """What this node holds that its leader may lack, to the leader: in parts when big.
+
+        With the leader's table digests (in its COORDINATOR, or a heartbeat
+        that wants an offer) only the records of buckets whose digests
+        differ go: after a failover most of a big table is the same on both.
+        Without them, everything goes. The offer carries this node's own
+        digests and an id, so the leader can snapshot it just as sparingly.
 
         Asked again (the leader's heartbeat wants an offer it has not got
         yet), a big offer is resent at most once per failure timeout: while
@@ -243,15 +252,21 @@ class ElectionMixin(_Base):
         """
         if self.leader is None or self.leader == self.id:
             return
-        if again and self.offer_sent_parts > 1 and self.now - self.offer_sent_at < self.config.failure_timeout_s:
+        wait_s = self.config.failure_timeout_s if self.offer_sent_parts > 1 else self.config.heartbeat_interval_s
+        if again and self.now - self.offer_sent_at < wait_s:
             return  # decided before cutting the table into parts again: that is the costly part
-        parts = chunks(self.table.values(), self.config.max_batch, self.config.max_chunk_bytes)
+        theirs = self.leader_digests[1] if self.leader_digests and self.leader_digests[0] == self.term else b""
+        parts = chunks(self.table.values_unlike(theirs), self.config.max_batch, self.config.max_chunk_bytes)
         self.offer_sent_at, self.offer_sent_parts = self.now, len(parts)
         running = tuple((r.task_id, r.attempt(a)) for a, r in self.executing.items())
+        offer_id = self.rng.getrandbits(62) + 1
+        self.offer_ids.add(offer_id)
+        mine = self.table.digests()
         for n, records in enumerate(parts):
             last = n == len(parts) - 1
             self._send(self.leader, StateOffer(self.term, tuple(records), running if last else (),
-                                               tuple(self.forgotten) if last else (), n, len(parts)))
+                                               tuple(self.forgotten) if last else (), n, len(parts),
+                                               mine if last else b"", offer_id if last else 0))
 
     def _maybe_take_over(self) -> None:
         """Step 6: a caught-up node that outranks its leader bullies it."""

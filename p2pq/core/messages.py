@@ -16,7 +16,7 @@ from typing import Any, Callable, ClassVar
 
 from . import schema
 from .schema import DecodeError
-from .tasks import Attempt, TaskRecord, TaskSpec, TaskState, check_size, check_spec
+from .tasks import DIGEST_BYTES, Attempt, TaskRecord, TaskSpec, TaskState, check_size, check_spec
 from .types import NodeId, Term
 
 
@@ -63,6 +63,7 @@ class Heartbeat:
     members: tuple[Member, ...]
     followers: tuple[NodeId, ...]
     want_offer: bool
+    digests: bytes = b""  # with want_offer: the leader's table digests (TaskTable.digests)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,7 @@ class Coordinator:
     TYPE: ClassVar[str] = "coordinator"
     term: Term
     priority: int
+    digests: bytes = b""  # the winner's table digests: an offer need carry only what differs
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +106,8 @@ class StateOffer:
     forgotten: tuple[str, ...] = ()
     part: int = 0
     parts: int = 1
+    digests: bytes = b""  # the sender's table digests when it sent the offer (last part)
+    offer_id: int = 0     # names this offer; a snapshot that trusts its digests names it back
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +130,7 @@ class Append:
     sent_at: float = 0.0  # the leader's clock when sent; echoed in the ack (quorum lease)
     part: int = 0         # a snapshot too big for one message comes in `parts` consecutive parts
     parts: int = 1
+    based_on: int = 0     # a snapshot of only what differed from the follower's offer `based_on` (0: all)
 
 
 @dataclass(frozen=True, slots=True)
@@ -428,6 +433,7 @@ _CODECS: dict[str, _Codec] = {
     "tuple | None": (lambda v: list(v) if v is not None else None, _address),
     "Any": (lambda m: to_wire(m), _client_request),
     "dict": (_same, _body),
+    "bytes": (_same, lambda v: _digests(v)),
 }
 # Plain fields, checked under their own names.
 _PLAIN: dict[str, Callable[[str], Callable[[Any], Any]]] = {
@@ -445,9 +451,17 @@ _FIELD_CODECS: dict[tuple[str, str], _Codec] = {
     ("append", "parts"): (_same, _int_field("parts", 1, schema.MAX_ITEMS)),
     ("state_offer", "part"): (_same, _int_field("part", 0, schema.MAX_ITEMS)),
     ("state_offer", "parts"): (_same, _int_field("parts", 1, schema.MAX_ITEMS)),
+    ("state_offer", "offer_id"): (_same, _int_field("offer_id", 0)),
+    ("append", "based_on"): (_same, _int_field("based_on", 0)),
     ("query", "what"): (_same, lambda v: _what(v)),
     ("query", "params"): (_same, _query_params),
 }
+
+
+def _digests(v: Any) -> bytes:
+    if type(v) is not bytes or len(v) not in (0, DIGEST_BYTES):
+        raise DecodeError(f"digests must be empty or {DIGEST_BYTES} bytes, got {schema._show(v)}")
+    return v
 
 
 def _what(v: Any) -> str:

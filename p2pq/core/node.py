@@ -93,6 +93,9 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
         self.offer_parts: dict[NodeId, tuple] = {}  # gathering leader: (term, next part) per sender
         self.offer_sent_at = float("-inf")         # member: when it last sent its state offer,
         self.offer_sent_parts = 0                  # and in how many parts
+        self.leader_digests: tuple[Term, bytes] | None = None  # member: its leader's table digests
+        self.offer_ids: set[int] = set()           # member: the offers it sent since it started
+        self.peer_offers: dict[NodeId, tuple[int, bytes]] = {}  # leader: a peer's last offer id, digests
         self.serve_from = float("-inf")
         self.followed_by: tuple[NodeId, ...] = ()
         # scheduling and execution
@@ -284,6 +287,7 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
 
     def _declare_dead(self, peer: Peer, why: str) -> None:
         peer.alive = False
+        self.peer_offers.pop(peer.node, None)
         self.out.append(Note("node_dead", {"node": peer.node, "why": why}))
         if self.role is Role.LEADER:
             self._reclaim_node(peer.node)
@@ -362,9 +366,13 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
         members += [Member(p.node, p.priority, p.address, p.alive, p.slots,
                            len(self.assigned.get(p.node, ()))) for p in self.peers.values()]
         members_t, followers = tuple(members), tuple(self.followers)
+        digests = None
         for peer in self.peers.values():
             want = peer.node not in self.offers_from
-            self._send(peer.node, Heartbeat(self.term, self.priority, members_t, followers, want))
+            if want and peer.alive and digests is None:
+                digests = self.table.digests()
+            self._send(peer.node, Heartbeat(self.term, self.priority, members_t, followers, want,
+                                            digests if want and peer.alive else b""))
 
     # -- messages -----------------------------------------------------------------------------
     def _on_message(self, sender: NodeId, msg: Any) -> None:
@@ -382,6 +390,8 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
                 self._declare_dead(peer, "left")
             return
         self._heard(peer)
+        if isinstance(msg, (Heartbeat, Coordinator)) and msg.digests and msg.term >= self.term:
+            self.leader_digests = (msg.term, msg.digests)  # before the term is accepted (and offered to)
         if isinstance(msg, _FROM_LEADER) and not self._fence(sender, msg.term):
             return
         self._route(sender, peer, msg)
@@ -481,8 +491,9 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
             self._send(newcomer, Gossip(known))
 
     def _heartbeat_one(self, node: NodeId) -> None:
-        self._send(node, Heartbeat(self.term, self.priority, (), tuple(self.followers),
-                                   node not in self.offers_from))
+        want = node not in self.offers_from
+        self._send(node, Heartbeat(self.term, self.priority, (), tuple(self.followers), want,
+                                   self.table.digests() if want else b""))
 
     # -- client requests ------------------------------------------------------------------------
     def _reply(self, target: tuple[NodeId, int], body: dict) -> None:

@@ -68,6 +68,8 @@ class FollowerProgress:
     needs_snapshot: bool = True
     sent_at: float = 0.0
     fresh_at: float = float("-inf")  # newest send time of an append it acknowledged
+    chosen_at: float = float("-inf")  # when it became a follower (its offer is awaited a while)
+    snapshot_parts: int = 0           # parts of the last snapshot sent while unacknowledged
 
 
 @dataclass(slots=True)
@@ -100,26 +102,38 @@ class ReplicationMixin(_Base):
             if node not in chosen:
                 del self.followers[node]
         for node in chosen:
-            self.followers.setdefault(node, FollowerProgress())
+            if node not in self.followers:
+                self.followers[node] = FollowerProgress(chosen_at=self.now)
         self._advance_commit()
 
     def _replicate(self) -> None:
         """Ship every follower what it has not been sent yet."""
         for node, progress in self.followers.items():
             if progress.needs_snapshot:
+                if (node not in self.peer_offers and node not in self.offers_from
+                        and self.now - progress.chosen_at < self.config.failure_timeout_s):
+                    continue  # its offer (and digests) is on the way: then it gets only what differs
                 self._send_snapshot(node, progress)
             elif progress.sent < self.last_index:
                 self._send_tail(node, progress)
 
     def _send_snapshot(self, node: NodeId, progress: FollowerProgress) -> None:
+        """Every record, or, given the follower's offer, the records of buckets that differ.
+
+        The follower applies a snapshot based on an offer only if it sent
+        that offer since it started (a restart may have lost what the offer
+        described); otherwise it refuses, and gets everything.
+        """
         index = self.last_index
-        parts = chunks(self.table.values(), self.config.max_batch, self.config.max_chunk_bytes)
+        offer_id, theirs = self.peer_offers.get(node, (0, b""))
+        parts = chunks(self.table.values_unlike(theirs), self.config.max_batch, self.config.max_chunk_bytes)
         for n, records in enumerate(parts):
             last = n == len(parts) - 1
             self._send(node, Append(self.term, 0, index, tuple(records), snapshot=True,
                                     forgotten=tuple(self.forgotten) if last else (), sent_at=self.now,
-                                    part=n, parts=len(parts)))
+                                    part=n, parts=len(parts), based_on=offer_id if theirs else 0))
         progress.needs_snapshot = False
+        progress.snapshot_parts = len(parts)
         progress.snapshot_index = index
         progress.sent = index
         progress.sent_at = self.now
@@ -156,14 +170,19 @@ class ReplicationMixin(_Base):
 
     def _resend_stalled(self) -> None:
         """Go back to what a follower acknowledged when its acks stopped coming."""
-        for progress in self.followers.values():
-            stalled = self.now - progress.sent_at >= 2 * self.config.heartbeat_interval_s
-            if progress.acked < progress.sent and stalled:
-                self._rewind(progress, progress.acked)
+        for node, progress in self.followers.items():
+            # A snapshot in many parts takes its follower a while to merge: wait
+            # a failure timeout per part before sending it all over again.
+            wait_s = max(2 * self.config.heartbeat_interval_s,
+                         progress.snapshot_parts * self.config.failure_timeout_s)
+            if progress.acked < progress.sent and self.now - progress.sent_at >= wait_s:
+                self._rewind(node, progress, progress.acked, refused=False)
 
-    def _rewind(self, progress: FollowerProgress, index: int) -> None:
+    def _rewind(self, node: NodeId, progress: FollowerProgress, index: int, refused: bool = True) -> None:
         if index < 0 or index < progress.snapshot_index or index < self.log_base:
             progress.needs_snapshot = True
+            if refused:  # perhaps a sparse snapshot it could not trust: the next one is whole
+                self.peer_offers.pop(node, None)
         else:
             progress.sent = index
 
@@ -173,9 +192,11 @@ class ReplicationMixin(_Base):
             return
         if msg.ok:
             progress.acked = max(progress.acked, msg.index)
+            if progress.acked >= progress.snapshot_index:
+                progress.snapshot_parts = 0
             progress.fresh_at = max(progress.fresh_at, msg.sent_at)
         else:
-            self._rewind(progress, msg.index)
+            self._rewind(sender, progress, msg.index)
         self._advance_commit()
 
     # -- leader: commit ------------------------------------------------------------
@@ -232,6 +253,13 @@ class ReplicationMixin(_Base):
 
     # -- follower ----------------------------------------------------------------------
     def _on_append(self, sender: NodeId, msg: Append) -> None:
+        if msg.snapshot and msg.based_on and msg.based_on not in self.offer_ids:
+            # Sparse, trusting an offer of ours we never sent (we restarted since): its
+            # records are facts still, but we hold less than it assumes. Ask for all.
+            self._apply(msg)
+            if msg.part == msg.parts - 1:
+                self._send(sender, AppendAck(self.term, self.applied_index, ok=False, sent_at=msg.sent_at))
+            return
         if msg.snapshot and msg.parts > 1 and not self._snapshot_part(sender, msg):
             return
         if msg.snapshot:

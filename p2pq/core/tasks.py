@@ -29,8 +29,11 @@ against the task's retries (L3: the task simply goes back to the queue).
 from __future__ import annotations
 
 import enum
+import hashlib
 import heapq
 import re
+import struct
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
@@ -211,6 +214,23 @@ class TaskRecord:
     cancelled: bool = False
     _state: TaskState | None = field(default=None, init=False, repr=False, compare=False)
     _bytes: int | None = field(default=None, init=False, repr=False, compare=False)
+    _fingerprint: int | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def fingerprint(self) -> int:
+        """64 bits that name this record's place in the lattice: its attempts and cancel flag.
+
+        Two copies with equal fingerprints are equal (join of one into the
+        other changes nothing) but for a 2^-64 chance; two equal copies whose
+        fingerprints differ cost only a resend. Computed once.
+        """
+        fp = self._fingerprint
+        if fp is None:
+            text = repr((self.task_id, self.cancelled,
+                         tuple((a.attempt_id, a.node, a.outcome, a.ended_at) for a in self.attempts)))
+            fp = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+            object.__setattr__(self, "_fingerprint", fp)
+        return fp
 
     @property
     def approx_bytes(self) -> int:
@@ -376,6 +396,25 @@ def _join_attempts(a: tuple[Attempt, ...], b: tuple[Attempt, ...]) -> tuple[Atte
     return tuple(sorted(by_id.values(), key=lambda x: (x.started_at, x.attempt_id)))
 
 
+DIGEST_BUCKETS = 4096
+DIGEST_BYTES = 8 * DIGEST_BUCKETS
+_DIGEST_FORMAT = struct.Struct(f"<{DIGEST_BUCKETS}Q")
+
+
+def bucket_of(task_id: str) -> int:
+    return zlib.crc32(task_id.encode()) & (DIGEST_BUCKETS - 1)
+
+
+def differing_buckets(mine: bytes, theirs: bytes) -> set[int] | None:
+    """Buckets whose digests differ; None (all of them) if either side has none."""
+    if len(mine) != DIGEST_BYTES or len(theirs) != DIGEST_BYTES:
+        return None
+    if mine == theirs:
+        return set()
+    a, b = _DIGEST_FORMAT.unpack(mine), _DIGEST_FORMAT.unpack(theirs)
+    return {i for i in range(DIGEST_BUCKETS) if a[i] != b[i]}
+
+
 class TaskTable:
     """Every task record this node holds, plus the priority queue of runnable ones.
 
@@ -392,6 +431,9 @@ class TaskTable:
         # (finished at, id) of every finished task, oldest first; checked when popped
         self._finished: list[tuple[float, str]] = []
         self.counts: dict[TaskState, int] = {s: 0 for s in TaskState}
+        # Per bucket of task ids, the XOR of the records' fingerprints: two tables
+        # compare bucket by bucket, and only records of differing buckets travel.
+        self._digests = [0] * DIGEST_BUCKETS
 
     def __len__(self) -> int:
         return len(self.records)
@@ -409,6 +451,7 @@ class TaskTable:
         if new is old:
             return None
         self.records[record.task_id] = new
+        self._digests[bucket_of(record.task_id)] ^= new.fingerprint ^ (old.fingerprint if old is not None else 0)
         if old is not None:
             self.counts[old.state] -= 1
         state = new.state
@@ -485,6 +528,7 @@ class TaskTable:
         """Drop a record (pruned); its heap entry, if any, is skipped lazily."""
         record = self.records.pop(task_id, None)
         if record is not None:
+            self._digests[bucket_of(task_id)] ^= record.fingerprint
             self.counts[record.state] -= 1
             self._queued.discard(task_id)
         return record
@@ -494,6 +538,17 @@ class TaskTable:
 
     def values(self) -> Iterable[TaskRecord]:
         return self.records.values()
+
+    def digests(self) -> bytes:
+        """The bucket digests, DIGEST_BYTES long, to compare with another node's."""
+        return _DIGEST_FORMAT.pack(*self._digests)
+
+    def values_unlike(self, theirs: bytes) -> list[TaskRecord] | Iterable[TaskRecord]:
+        """The records that may differ from the table `theirs` describes (all, if it describes none)."""
+        buckets = differing_buckets(self.digests(), theirs)
+        if buckets is None:
+            return self.records.values()
+        return [r for task_id, r in self.records.items() if bucket_of(task_id) in buckets] if buckets else []
 
 
 def describe(record: TaskRecord) -> dict[str, Any]:

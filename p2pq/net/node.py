@@ -114,6 +114,39 @@ class NodeFailed(Exception):
     """Why a node stopped by itself (the journal failed, a bug, its id is taken): one line."""
 
 
+STEP_RECORDS = 4096  # records (in appends and offers) one step takes at most: the loop breathes between
+
+
+def next_step(events: list) -> tuple[list, list]:
+    """Split queued events into this step's and the rest.
+
+    Record-bearing messages (appends, offers) are taken in arrival order
+    until STEP_RECORDS records; the rest of them waits for the next step,
+    after the loop has had a turn for timers and reads. Every other event
+    (timers, heartbeats, elections, acks, client requests) is taken now,
+    in arrival order with the taken ones: a heartbeat or an ANSWER must not
+    wait behind a big table. Timers come last: a node that was busy must
+    first hear the heartbeats that queued meanwhile, or its failure timer
+    would find the leader silent when it is not. A single message bigger
+    than the budget still goes alone.
+    """
+    step: list = []
+    timers: list = []
+    rest: list = []
+    records = 0
+    for event in events:
+        if type(event) is TimerFired:
+            timers.append(event)
+            continue
+        size = len(getattr(event.message, "records", ())) if type(event) is MessageReceived else 0
+        if size and (rest or (records and records + size > STEP_RECORDS)):
+            rest.append(event)  # once one waits, the later big ones wait too: they stay in order
+            continue
+        records += size
+        step.append(event)
+    return step + timers, rest
+
+
 class StepLoad:
     """Whether steps come under load: a moving average of the events each one takes."""
 
@@ -270,7 +303,8 @@ class NodeRuntime:
         self._wake.set()
 
     async def _pump(self) -> None:
-        """Feed the core every event that arrived since the last turn, in one batch.
+        """Feed the core the events that arrived since the last turn, in one batch (next_step: at
+        most about STEP_RECORDS records; a backlog of big messages goes in several turns).
 
         The batch's durable state goes to the journal at once. In `memory`
         mode, and in `written` mode where the commit happens right here, the
@@ -287,12 +321,18 @@ class NodeRuntime:
         client's submits arrive, never waits.
         """
         load = StepLoad()
+        carried_over = False
         while self.failure is None:
             await self._wake.wait()
+            if carried_over:
+                await asyncio.sleep(0)  # timers and reads get a turn between two parts of a backlog
             if load.busy:
                 await asyncio.sleep(LINGER_S)
             self._wake.clear()
-            events, self._events = self._events, []
+            events, self._events = next_step(self._events)
+            carried_over = bool(self._events)
+            if carried_over:
+                self._wake.set()
             load.took(len(events))
             try:
                 commands = self.core.handle_batch(events, self.clock.now())

@@ -135,3 +135,17 @@ def test_steps_linger_only_under_load():
     for _ in range(30):
         load.took(1)
     assert not load.busy  # the load went away: no more waiting
+
+
+def test_a_step_takes_a_bounded_number_of_records_and_every_small_event():
+    from p2pq.core.events import MessageReceived, TimerFired
+    from p2pq.core.messages import StateOffer
+    from p2pq.net.node import STEP_RECORDS, next_step
+    part = StateOffer(Term(1, "n1"), tuple(range(1024)), ())  # records are only counted here
+    backlog = [MessageReceived("n2", part) for _ in range(10)] + [TimerFired("tick")]
+    step, rest = next_step(backlog)
+    assert step[-1] == TimerFired("tick")
+    assert sum(len(e.message.records) for e in step[:-1]) <= STEP_RECORDS and len(step) > 1
+    assert step[:-1] + rest == backlog[:10]  # in order, nothing lost
+    huge = [MessageReceived("n2", StateOffer(Term(1, "n1"), tuple(range(STEP_RECORDS * 2)), ()))]
+    assert next_step(huge) == (huge, [])
