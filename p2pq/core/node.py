@@ -353,6 +353,12 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
             self._maybe_prune()
             self._heartbeat()
             self._resend_stalled()
+        elif self.role is Role.GATHERING and (not self.config.quorum
+                                              or len(self.offers_from) >= self.config.majority):
+            # A gather that runs long (big offers to merge) must not look like a dead
+            # leader to the nodes that accepted our term. A quorum minority stays quiet.
+            for peer in self.peers.values():
+                self._send(peer.node, Heartbeat(self.term, self.priority, (), (), False))
         elif self.role is Role.MEMBER and self._leader_silent():
             if self.leader in self.peers:
                 self.peers[self.leader].alive = False

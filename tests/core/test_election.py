@@ -181,3 +181,23 @@ def test_a_leaving_candidate_gives_up_its_election():
     n1.handle(ShutdownRequested(), 1.55)
     out = n1.handle(TimerFired("election"), 2.0)
     assert n1.role is Role.MEMBER and sends(out, Coordinator) == []
+
+
+def test_a_long_gather_keeps_its_members_from_timing_out_but_a_quorum_minority_stays_quiet():
+    """Issue 13: merging big offers made a gather outlast the failure timeout; the lowest node took over."""
+    from dataclasses import replace as _replace
+
+    from p2pq.core.types import Config
+    n3 = node("n3", 3, {"n1": 1, "n2": 2}, _replace(Config(), gather_timeout_s=30.0))
+    (coordinator,) = sends(n3.handle(TimerFired("tick"), 1.3), Coordinator, to="n1")
+    assert n3.role is Role.GATHERING
+    member = node("n1", 1, {"n2": 2, "n3": 3})
+    recv(member, "n3", coordinator, 1.31)
+    (beat,) = sends(n3.handle(TimerFired("tick"), 2.0), Heartbeat, to="n1")
+    recv(member, "n3", beat, 2.01)
+    member.handle(TimerFired("tick"), 2.5)  # 1.2 s after the coordinator, 0.5 s after the heartbeat
+    assert member.role is Role.MEMBER and member.leader == "n3"
+
+    minority = node("n3", 3, {"n1": 1, "n2": 2}, _replace(Config(), quorum=5, gather_timeout_s=30.0))
+    minority.handle(TimerFired("tick"), 1.3)
+    assert not sends(minority.handle(TimerFired("tick"), 2.0), Heartbeat)
