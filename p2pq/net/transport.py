@@ -63,6 +63,7 @@ MAX_QUEUED_FRAMES = 100_000
 # While a link is down only the newest frames wait for it: the protocol resends
 # what matters, and a dead peer's heartbeats must not pile up for hours.
 MAX_UNSENT_FRAMES = 1024
+_YIELD_EVERY_BYTES = 256 * 1024  # a reader yields to the loop after decoding this much
 # One write per wakeup, but bounded so a huge backlog does not build one
 # giant bytes object; 1 MiB still amortises the syscall over many frames.
 _MAX_WRITE_BYTES = 1024 * 1024
@@ -747,6 +748,7 @@ class Transport:
                          deliver: Callable[[Message], None], idle_s: float | None = None) -> None:
         stats = self.stats
         decoder = FrameDecoder(self._max_frame_bytes)
+        since_yield = 0
         while True:
             if idle_s is None:
                 data = await reader.read(_READ_CHUNK_BYTES)
@@ -764,6 +766,12 @@ class Transport:
                 stats.bytes_in += size
                 if message["type"] != PING:
                     self._call("message", deliver, message)
+                since_yield += size
+                if since_yield >= _YIELD_EVERY_BYTES:
+                    # A backlog of big frames is read without the loop waiting on the socket:
+                    # let timers and other peers in between, as a heartbeat must not wait.
+                    since_yield = 0
+                    await asyncio.sleep(0)
 
     async def _write_loop(self, writer: asyncio.StreamWriter, outbox: _Outbox,
                           keepalive_s: float | None = None) -> None:

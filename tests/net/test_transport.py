@@ -726,3 +726,29 @@ def test_close_cancels_every_task(cluster: Path) -> None:
         assert not [t for t in leftovers if not t.done()], leftovers
 
     run(body())
+
+
+def test_a_backlog_of_big_frames_lets_the_loop_run_timers_in_between() -> None:
+    """Issue 13: a reader decoding a big table's parts back to back starved the heartbeat timer."""
+    from types import SimpleNamespace
+
+    from p2pq.net.framing import ConnectionClosed
+    from p2pq.net.transport import TransportStats
+
+    async def body() -> None:
+        reader = asyncio.StreamReader()
+        frame = encode_frame({"type": "part", "blob": "x" * 100_000}, 1 << 24)
+        for _ in range(40):  # 4 MB already buffered: read() never waits on the socket
+            reader.feed_data(frame)
+        reader.feed_eof()
+        delivered: list[int] = []
+        timer_saw: list[int] = []
+        fake = SimpleNamespace(stats=TransportStats(), _max_frame_bytes=1 << 24,
+                               _call=lambda what, fn, *args: fn(*args))
+        asyncio.get_running_loop().call_soon(lambda: timer_saw.append(len(delivered)))
+        with pytest.raises(ConnectionClosed):
+            await Transport._read_loop(fake, reader, lambda m: delivered.append(1))
+        assert len(delivered) == 40
+        assert timer_saw and timer_saw[0] < 40
+
+    run(body())
