@@ -543,7 +543,7 @@ class TaskTable:
         """The bucket digests, DIGEST_BYTES long, to compare with another node's."""
         return _DIGEST_FORMAT.pack(*self._digests)
 
-    def values_unlike(self, theirs: bytes) -> list[TaskRecord] | Iterable[TaskRecord]:
+    def values_unlike(self, theirs: bytes) -> Iterable[TaskRecord]:
         """The records that may differ from the table `theirs` describes (all, if it describes none)."""
         buckets = differing_buckets(self.digests(), theirs)
         if buckets is None:
