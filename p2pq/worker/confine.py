@@ -113,14 +113,20 @@ class Scope:
         """SIGKILL every process in the scope; the pids killed, bar `root`.
 
         `root` is the process the executor started (asyncio reaps it); the
-        others are for wait_gone() to reap.
+        others are for wait_gone() to reap. The members of root's process
+        group count too, zombies included: one killed by the caller's killpg
+        before it could leave the group (a setsid between fork and setsid())
+        is a zombie the marker scan cannot see, and it comes to us to reap.
         """
+        pids = [] if root is None else _group_members(root)
+        for pid in pids:
+            with suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
         if self.group is not None:
-            pids = self._cgroup_pids()
+            pids += self._cgroup_pids()
             with suppress(OSError):
                 (self.group / "cgroup.kill").write_text("1")  # the kernel's kill: forks cannot race it
         else:
-            pids = []
             for _ in range(20):  # again and again: a process may fork while we scan
                 # A process already sent SIGKILL cannot fork any more: only new ones count.
                 found = [pid for pid in self._marked_pids() if pid not in pids]
@@ -283,7 +289,12 @@ def _enable_memory(base: Path, root: Path) -> bool:
 
 
 async def wait_gone(pids: list[int], timeout_s: float = 5.0) -> None:
-    """Wait for killed processes to vanish, reaping those re-parented to us."""
+    """Wait for killed processes to vanish, reaping those re-parented to us.
+
+    A zombie whose parent is not us waits too: its parent is a killed task
+    process (it cannot reap any more) or the root asyncio reaps, and either
+    way the zombie is re-parented to us, a subreaper, next.
+    """
     me = os.getpid()
     pending = set(pids)
     deadline_s = time.monotonic() + timeout_s
@@ -295,14 +306,28 @@ async def wait_gone(pids: list[int], timeout_s: float = 5.0) -> None:
             elif state == "Z" and ppid == me:
                 with suppress(ChildProcessError):
                     os.waitpid(pid, os.WNOHANG)
-            elif state == "Z" and ppid not in pending:
-                pending.discard(pid)  # runs nothing; its parent (not us, not dying) reaps it
         if not pending:
             return
         if time.monotonic() > deadline_s:
             log.warning("task processes still present after %.0f s: %s", timeout_s, sorted(pending))
             return
         await asyncio.sleep(0.01)
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Every process (zombies too) in process group `pgid`, bar its leader."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == pgid:
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            found.append(int(name))
+    return found
 
 
 def _state(pid: int) -> tuple[str | None, int]:

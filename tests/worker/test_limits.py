@@ -152,6 +152,28 @@ def test_a_setsid_grandchild_of_a_killed_shell_task_dies_too(cgroups, end, tmp_p
 
 
 @pytest.mark.parametrize("cgroups", MODES)
+@pytest.mark.parametrize("end", ["timeout", "cancel"])
+def test_a_background_child_killed_with_its_shell_is_reaped(cgroups, end, tmp_path):
+    # The child stays in the task's process group, so the group kill takes it
+    # with its shell: a zombie re-parented to the node, which must reap it. A
+    # `setsid` cancelled before it calls setsid() is in the same state.
+    pidfile = tmp_path / "pid"
+    script = f"sleep 1000 & echo $! > {pidfile}; sleep 1000"
+
+    async def body(ex):
+        running = asyncio.create_task(ex.run("s", shell("sh", "-c", script), 1.0 if end == "timeout" else None))
+        await wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="the pid file")
+        pid = int(pidfile.read_text())
+        if end == "cancel":
+            assert ex.cancel("s")
+        outcome = await running
+        await wait_for(lambda: vanished(pid), what=f"the background sleep {pid} to be reaped")
+        return outcome
+
+    assert with_executor(body, cgroups=cgroups).status == ("timeout" if end == "timeout" else "cancelled")
+
+
+@pytest.mark.parametrize("cgroups", MODES)
 def test_a_setsid_grandchild_of_a_python_task_dies_with_it(cgroups):
     async def body(ex):
         outcome = await ex.run("p", python("sample_tasks:spawn_setsid_sleeper", 1000), 30)
