@@ -30,6 +30,15 @@ class PeerDiscovered:
 
 
 @dataclass(frozen=True, slots=True)
+class PeerRefused:
+    """A dial to the node was refused: its machine answers, but nothing listens
+    on its port (its process died). Not a proof of death: the node is judged
+    silent after a shorter wait than the failure timeout (Config.refused_timeout_s)."""
+
+    node: NodeId
+
+
+@dataclass(frozen=True, slots=True)
 class MessageReceived:
     sender: NodeId
     message: Any
@@ -64,7 +73,7 @@ class ShutdownRequested:
     """The operator asked the node to leave the cluster."""
 
 
-Event = Union[Started, PeerDiscovered, MessageReceived, TimerFired, ClientRequested,
+Event = Union[Started, PeerDiscovered, PeerRefused, MessageReceived, TimerFired, ClientRequested,
               TaskCompleted, ShutdownRequested]
 
 # -- commands -----------------------------------------------------------------------
@@ -145,7 +154,7 @@ Command = Union[Send, SetTimer, Reply, RunTask, StopTask, PersistTerm, PersistRe
                 ForgetRecords, ForgetPeer, Note]
 
 __all__ = [
-    "Started", "PeerDiscovered", "MessageReceived", "TimerFired", "ClientRequested",
+    "Started", "PeerDiscovered", "PeerRefused", "MessageReceived", "TimerFired", "ClientRequested",
     "TaskCompleted", "ShutdownRequested", "Event", "Send", "SetTimer", "Reply", "RunTask",
     "StopTask", "PersistTerm", "PersistRecords", "ForgetRecords", "ForgetPeer", "Note", "Command", "Attempt",
 ]

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 from .compaction import CompactionMixin
 from .election import ElectionMixin
 from .events import (ClientRequested, Command, Event, ForgetPeer, MessageReceived, Note, PeerDiscovered,
-                     PersistRecords, Reply, Send, SetTimer, ShutdownRequested, Started,
+                     PeerRefused, PersistRecords, Reply, Send, SetTimer, ShutdownRequested, Started,
                      TaskCompleted, TimerFired)
 from .messages import (Answer, Append, AppendAck, CancelRun, Coordinator, Dispatch, Election,
                        Finished, FinishedAck, Forward, ForwardReply, Gossip, Heartbeat, HeartbeatAck, Join,
@@ -42,6 +42,7 @@ class Peer:
     address: tuple | None = None
     slots: int = 1
     last_heard: float = float("-inf")
+    refused_at: float = float("-inf")  # when a dial to it was last refused (PeerRefused)
     alive: bool = True
 
     @property
@@ -188,6 +189,8 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
                 self._on_client_request((self.id, request_id), request)
             case TaskCompleted(task_id, attempt_id, outcome, result, ended_at):
                 self._on_task_completed(task_id, attempt_id, outcome, result, ended_at)
+            case PeerRefused(node):
+                self._on_refused(node)
             case PeerDiscovered(node, priority, address):
                 if node != self.id and node not in self.peers:
                     self._add_peer(node, priority, address)
@@ -322,7 +325,32 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
 
     def _leader_silent(self) -> bool:
         """No word from a leader for a failure timeout (a new node waits that long too)."""
-        return self.now - self.leader_heard_at > self.config.failure_timeout_s
+        leader = self.peers.get(self.leader) if self.leader is not None else None
+        refused = leader is not None and leader.refused_at >= self.leader_heard_at
+        limit = self.config.refused_timeout_s if refused else self.config.failure_timeout_s
+        return self.now - self.leader_heard_at > limit
+
+    def _peer_silent(self, peer: Peer) -> bool:
+        """A leader's view of a member: silent for a failure timeout (less if it refused us)."""
+        refused = peer.refused_at >= peer.last_heard
+        limit = self.config.refused_timeout_s if refused else self.config.failure_timeout_s
+        return self.now - peer.last_heard > limit
+
+    def _on_refused(self, node: NodeId) -> None:
+        """A dial to `node` was refused: its process is gone, most likely.
+
+        It only shortens the wait: a node we heard from within the shorter
+        timeout is still alive (a refused dial is no proof of death, say over
+        a one-way firewall rule), and the judgement is the tick's, made now.
+        """
+        peer = self.peers.get(node)
+        if peer is None or self.stopping:
+            return
+        peer.refused_at = self.now
+        if self.role is Role.LEADER and peer.alive and self._peer_silent(peer):
+            self._declare_dead(peer, "refused connections")
+        elif self.role is Role.MEMBER and node == self.leader:
+            self._check_leader()
 
     def _has_quorum(self) -> bool:
         live = 1 + sum(1 for p in self.peers.values() if p.alive)
@@ -347,7 +375,7 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
         self._forget_departed()
         if self.role is Role.LEADER:
             for peer in list(self.peers.values()):
-                if peer.alive and self.now - peer.last_heard > self.config.failure_timeout_s:
+                if peer.alive and self._peer_silent(peer):
                     self._declare_dead(peer, "stopped answering")
             self._sweep_leases()
             self._maybe_prune()
@@ -359,12 +387,17 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
             # leader to the nodes that accepted our term. A quorum minority stays quiet.
             for peer in self.peers.values():
                 self._send(peer.node, Heartbeat(self.term, self.priority, (), (), False))
-        elif self.role is Role.MEMBER and self._leader_silent():
-            if self.leader in self.peers:
-                self.peers[self.leader].alive = False
-            self._start_election("leader silent" if self.leader else "no leader")
-        elif self.role is Role.MEMBER:
+        elif self.role is Role.MEMBER and not self._check_leader():
             self._resend_finished()
+
+    def _check_leader(self) -> bool:
+        """A member whose leader fell silent starts an election; True if it did."""
+        if not self._leader_silent():
+            return False
+        if self.leader in self.peers:
+            self.peers[self.leader].alive = False
+        self._start_election("leader silent" if self.leader else "no leader")
+        return True
 
     def _heartbeat(self) -> None:
         members = [Member(self.id, self.priority, self.address, True, self.config.slots,

@@ -69,6 +69,9 @@ class Config:
 
     heartbeat_interval_s   the leader's heartbeat and every node's tick.
     failure_timeout_s      silence after which a peer is suspected dead.
+                           A peer whose port refused a dial since we last
+                           heard from it (its process died) is suspected
+                           after refused_timeout_s, two heartbeats, instead.
     answer_timeout_s       how long a candidate waits for an ANSWER.
     coordinator_timeout_s  how long a node that got an ANSWER waits for the
                            COORDINATOR before it starts over.
@@ -134,6 +137,10 @@ class Config:
             raise ValueError("retention must be >= 0 tasks and a positive age")
         if self.forget_after_s <= self.failure_timeout_s:
             raise ValueError("forget_after_s must exceed failure_timeout_s")
+
+    @property
+    def refused_timeout_s(self) -> float:
+        return min(2 * self.heartbeat_interval_s, self.failure_timeout_s)
 
     @property
     def majority(self) -> int:

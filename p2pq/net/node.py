@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from p2pq import PROTOCOL_VERSION
-from p2pq.core.events import (ClientRequested, ForgetPeer, MessageReceived, Note, PeerDiscovered, Reply,
-                              RunTask, Send, SetTimer, ShutdownRequested, Started, StopTask,
+from p2pq.core.events import (ClientRequested, ForgetPeer, MessageReceived, Note, PeerDiscovered, PeerRefused,
+                              Reply, RunTask, Send, SetTimer, ShutdownRequested, Started, StopTask,
                               TaskCompleted, TimerFired)
 from p2pq.core.messages import DecodeError, Submit, decode_client_request, from_wire, to_wire
 from p2pq.core.node import NodeCore
@@ -117,7 +117,7 @@ class NodeFailed(Exception):
 STEP_RECORDS = 4096  # records (in appends and offers) one step takes at most: the loop breathes between
 
 
-def next_step(events: list) -> tuple[list, list]:
+def next_step(events: list, hold_timers: bool = False) -> tuple[list, list]:
     """Split queued events into this step's and the rest.
 
     Record-bearing messages (appends, offers) are taken in arrival order
@@ -128,7 +128,8 @@ def next_step(events: list) -> tuple[list, list]:
     wait behind a big table. Timers come last: a node that was busy must
     first hear the heartbeats that queued meanwhile, or its failure timer
     would find the leader silent when it is not. A single message bigger
-    than the budget still goes alone.
+    than the budget still goes alone. With `hold_timers` the timers wait in
+    the rest, in order (the pump holds them briefly after a stall).
     """
     step: list = []
     timers: list = []
@@ -144,6 +145,8 @@ def next_step(events: list) -> tuple[list, list]:
             continue
         records += size
         step.append(event)
+    if hold_timers:
+        return step, rest + timers
     return step + timers, rest
 
 
@@ -221,6 +224,7 @@ class NodeRuntime:
                          "slots": s.config.slots, "fp": self.fingerprint},
             on_peer_message=self._on_peer_message, on_peer_hello=self._on_peer_hello,
             on_client_message=self._on_client_message, on_duplicate_id=self._stop_for,
+            on_peer_refused=lambda peer_id: self._post(PeerRefused(peer_id)),
             protocol_version=PROTOCOL_VERSION)
         await self.transport.start()
         self._spawn(self._pump(), "pump")
@@ -322,6 +326,9 @@ class NodeRuntime:
         """
         load = StepLoad()
         carried_over = False
+        loop = asyncio.get_running_loop()
+        stall_s = self.settings.config.heartbeat_interval_s
+        held_until = float("-inf")  # timers wait until then (after a stall)
         while self.failure is None:
             await self._wake.wait()
             if carried_over:
@@ -329,11 +336,15 @@ class NodeRuntime:
             if load.busy:
                 await asyncio.sleep(LINGER_S)
             self._wake.clear()
-            events, self._events = next_step(self._events)
-            carried_over = bool(self._events)
+            hold = loop.time() < held_until
+            events, self._events = next_step(self._events, hold_timers=hold)
+            carried_over = bool(self._events) and not (hold and all(type(e) is TimerFired for e in self._events))
             if carried_over:
                 self._wake.set()
+            if not events:
+                continue
             load.took(len(events))
+            started_s = loop.time()
             try:
                 commands = self.core.handle_batch(events, self.clock.now())
             except InvariantViolation as exc:  # the protocol broke its own rules: stop, say why
@@ -351,6 +362,13 @@ class NodeRuntime:
                 self._journal_failed(written.exception())
             else:
                 self._carry_out(commands)
+            if loop.time() - started_s > stall_s and not hold:
+                # The loop stood still: what peers sent meanwhile waits in the
+                # sockets, unread. Timers wait a heartbeat while the readers catch
+                # up, or a failure timer would find a live leader silent. Once per
+                # stall: timers are never held twice in a row.
+                held_until = loop.time() + stall_s
+                loop.call_at(held_until, self._wake.set)
 
     async def _release(self) -> None:
         """Carry out each batch's commands, in order, once its journal write is durable.

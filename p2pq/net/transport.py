@@ -267,6 +267,7 @@ class Transport:
         on_peer_hello: Callable[[str, Message], None],
         on_client_message: Callable[[ClientConnection, Message], None],
         on_duplicate_id: Callable[[str], None] | None = None,
+        on_peer_refused: Callable[[str], None] | None = None,
         protocol_version: int = PROTOCOL_VERSION,
         max_frame_bytes: int = MAX_FRAME_BYTES,
         handshake_timeout_s: float = 5.0,
@@ -287,6 +288,7 @@ class Transport:
         self._on_peer_hello = on_peer_hello
         self._on_client_message = on_client_message
         self._on_duplicate_id = on_duplicate_id
+        self._on_peer_refused = on_peer_refused
         # Who we are beyond our id: a node with our id but another instance is a duplicate,
         # and the one that started later is the one that must stop.
         self._instance = secrets.token_hex(8)
@@ -499,6 +501,10 @@ class Transport:
             return None
         except (OSError, TransportError, FrameError, PKIError) as exc:  # incl. timeouts
             self.stats.dial_failures += 1
+            if (isinstance(exc, ConnectionRefusedError) and link.peer_id is not None
+                    and self._on_peer_refused is not None):
+                # Its machine answered for it: no process listens there (it died).
+                self._call("on_peer_refused", self._on_peer_refused, link.peer_id)
             # Say it once per outage; a refused hello (another version) is a
             # configuration problem and deserves a warning.
             level = logging.WARNING if isinstance(exc, HandshakeRejected) else logging.INFO

@@ -94,15 +94,18 @@ def _noop() -> None:
 
 
 # -- processes ------------------------------------------------------------------------
-def crash(pick: Pick, keep_disk: bool = True) -> Fault:
-    """kill -9 the picked node; undo restarts it (from its disk unless keep_disk is False)."""
+def crash(pick: Pick, keep_disk: bool = True, power_off: bool = False) -> Fault:
+    """kill -9 the picked node (its machine refuses dials to it), or with
+    `power_off` cut its machine's power (dials go unanswered: only the
+    failure timeout tells); undo restarts it (from its disk unless keep_disk
+    is False)."""
     def apply(world: World) -> Undo:
         node = pick(world)
         if node is None or not world.nodes[node].alive:
             return _noop
         _leader_loses(world, lambda leader: leader == node)
-        close = _open(world, "crash", node)
-        world.crash(node)
+        close = _open(world, "power_off" if power_off else "crash", node)
+        world.crash(node, power_off=power_off)
 
         def undo() -> None:
             if not world.keep_crashed_down:

@@ -120,7 +120,7 @@ def failover_vs_timeout(points: list[dict], path: Path) -> Path:
     ax.plot(xs, [p["p50_s"] for p in points], "o-", color="C0", label="median failover")
     ax.plot(xs, xs, ":", color="grey", label="y = timeout")
     ax.set(xlabel="failure-detection timeout (s)", ylabel="failover time (s)",
-           title="Failover time against the failure-detection timeout (leader crash)")
+           title="Failover time against the failure-detection timeout (leader power-off)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return _save(fig, path)

@@ -121,6 +121,12 @@ def leader_crash(world: World) -> None:
 
 
 @scenario()
+def leader_power_off(world: World) -> None:
+    """The leader's machine loses power: no refused dials tell, only its silence; back 2-4 s later."""
+    hold(world, _t0(world), crash(leader_of, power_off=True), (2.0, 4.0))
+
+
+@scenario()
 def follower_crash(world: World) -> None:
     """kill -9 the follower holding the copy; the leader picks another (back at the heal)."""
     hold(world, _t0(world), crash(follower_of), None)

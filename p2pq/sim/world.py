@@ -36,8 +36,8 @@ from typing import Any, Callable
 
 import networkx as nx
 
-from p2pq.core.events import (ClientRequested, ForgetPeer, ForgetRecords, MessageReceived, Note, PeerDiscovered, PersistRecords,
-                              PersistTerm, Reply, RunTask, Send, SetTimer, Started, StopTask,
+from p2pq.core.events import (ClientRequested, ForgetPeer, ForgetRecords, MessageReceived, Note, PeerDiscovered,
+                              PeerRefused, PersistRecords, PersistTerm, Reply, RunTask, Send, SetTimer, Started, StopTask,
                               TaskCompleted, TimerFired)
 from p2pq.core.messages import DecodeError, Dispatch, ForwardReply, decode_client_request, from_wire, to_wire
 from p2pq.net.framing import FrameError, decode_body, encode_frame
@@ -50,6 +50,7 @@ from .links import LAN, LinkModel
 
 _LEADER = Role.LEADER
 _TRACE_CHUNK = 4096  # trace entries hashed at a time, to bound memory on long runs
+REDIAL_S = 0.05  # the transport's first redial after a connection drops (BACKOFF_INITIAL_S)
 
 
 @dataclass(slots=True)
@@ -216,8 +217,9 @@ class World:
         for other in others:
             self._feed(node, PeerDiscovered(other, self.nodes[other].priority))
 
-    def crash(self, node_id: str) -> None:
-        """kill -9: the process and its timers vanish; its disk stays."""
+    def crash(self, node_id: str, power_off: bool = False) -> None:
+        """kill -9: the process and its timers vanish; its disk stays. Its
+        machine refuses the dials that follow, unless the power is off."""
         node = self.nodes[node_id]
         if not node.alive:
             return
@@ -228,7 +230,22 @@ class World:
         node.waiting.clear()
         node.incarnation += 1
         node.timers.clear()
-        self.history.fault(self.now, "crash", node_id)
+        self.history.fault(self.now, "power_off" if power_off else "crash", node_id)
+        if not power_off:
+            self._refuse_dials(node_id)
+
+    def _refuse_dials(self, node_id: str) -> None:
+        """The crashed node's connections reset; each peer that reaches its
+        machine redials at once and is refused (the transport's PeerRefused)."""
+        rng = self.rng_net
+        for other in self.ids:
+            key = (other, node_id)
+            peer = self.nodes[other]
+            if other == node_id or key not in self._up or not peer.alive:
+                continue
+            link = self.links.get(key, self.link) if self.links else self.link
+            at = self.now + 2 * link.latency(rng) + REDIAL_S
+            self._schedule(at, self._feed_if, (peer, peer.incarnation, PeerRefused(node_id), "PeerRefused"))
 
     def restart(self, node_id: str, keep_disk: bool = True) -> None:
         node = self.nodes[node_id]

@@ -203,7 +203,9 @@ class LocalCluster:
         return [n.index for n in self.nodes if n.running]
 
     def wait_formed(self, timeout_s: float = 30.0) -> tuple[int, str]:
-        """Every running node sees every running node alive, and all agree on one leader."""
+        """Every running node sees every running node alive, and all agree on one leader:
+        the highest-ranked running node (a higher node that joined a lower one's cluster
+        catches up and then takes over; until then the cluster is still forming)."""
         want = {self.nodes[i].node_id for i in self.running_indexes()}
 
         def formed():
@@ -212,8 +214,11 @@ class LocalCluster:
                 alive = {m["node"] for m in view["members"] if m["alive"]}
                 if not want <= alive or view["role"] not in ("leader", "member"):
                     return None
-            return self.leader()
-        return wait_for(formed, timeout_s, f"a cluster of {len(want)} with one leader")
+            agreed = self.leader()
+            if agreed is None or agreed[0] != max(self.running_indexes()):  # priority is index + 1
+                return None
+            return agreed
+        return wait_for(formed, timeout_s, f"a cluster of {len(want)} led by its highest node")
 
     def logs(self) -> str:
         return "\n".join(f"--- {n.node_id} ---\n{n.log_path.read_text(errors='replace')[-4000:]}"

@@ -201,3 +201,55 @@ def test_a_long_gather_keeps_its_members_from_timing_out_but_a_quorum_minority_s
     minority = node("n3", 3, {"n1": 1, "n2": 2}, _replace(Config(), quorum=5, gather_timeout_s=30.0))
     minority.handle(TimerFired("tick"), 1.3)
     assert not sends(minority.handle(TimerFired("tick"), 2.0), Heartbeat)
+
+
+# -- a refused dial: the leader's process is gone ----------------------------------
+
+
+def test_a_member_refused_by_its_leader_elects_after_two_heartbeats_not_the_failure_timeout():
+    from p2pq.core.events import PeerRefused
+    n2 = node("n2", 2, {"n1": 1, "n3": 3})
+    recv(n2, "n3", Coordinator(Term(1, "n3"), 3), 0.1)  # heard at 0.1
+    n2.handle(PeerRefused("n3"), 0.15)  # its port closed: refused, but heard 50 ms ago
+    assert n2.role is Role.MEMBER and n2.leader == "n3"
+    n2.handle(TimerFired("tick"), 0.4)
+    assert n2.role is Role.MEMBER  # 0.3 s of silence: not yet
+    out = n2.handle(TimerFired("tick"), 0.55)
+    assert n2.role is Role.GATHERING and n2.term == Term(2, "n2")  # 0.45 s, well before 1.1 s
+    assert sends(out, Coordinator, to="n1")
+
+
+def test_a_refusal_after_the_refused_timeout_of_silence_elects_at_once():
+    from p2pq.core.events import PeerRefused
+    n2 = node("n2", 2, {"n1": 1, "n3": 3})
+    recv(n2, "n3", Coordinator(Term(1, "n3"), 3), 0.1)
+    n2.handle(PeerRefused("n3"), 0.6)  # silent 0.5 s and refused: no tick needed
+    assert n2.role is Role.GATHERING
+
+
+def test_a_refusal_from_a_leader_that_still_speaks_changes_nothing():
+    # A one-way firewall rule may refuse our dials while its heartbeats reach us.
+    from p2pq.core.events import PeerRefused
+    n2 = node("n2", 2, {"n1": 1, "n3": 3})
+    recv(n2, "n3", Coordinator(Term(1, "n3"), 3), 0.1)
+    now = 0.1
+    while now < 3.0:
+        n2.handle(PeerRefused("n3"), now + 0.05)
+        now += 0.2
+        recv(n2, "n3", Heartbeat(Term(1, "n3"), 3, (), (), False), now)
+        n2.handle(TimerFired("tick"), now + 0.01)
+        assert n2.role is Role.MEMBER and n2.leader == "n3"
+
+
+def test_a_leader_reclaims_a_member_that_refuses_it_after_two_heartbeats():
+    from p2pq.core.events import PeerRefused
+    leader = node("n3", 3, {"n1": 1, "n2": 2})
+    make_leader(leader)
+    for peer in ("n1", "n2"):
+        recv(leader, peer, HeartbeatAck(leader.term, 1, 0), 1.4)
+    leader.handle(PeerRefused("n1"), 1.45)
+    assert leader.peers["n1"].alive
+    out = leader.handle(TimerFired("tick"), 1.9)
+    recv(leader, "n2", HeartbeatAck(leader.term, 1, 0), 1.9)
+    assert not leader.peers["n1"].alive and leader.peers["n2"].alive
+    assert [n.detail for n in of(out, Note) if n.kind == "node_dead"] == [{"node": "n1", "why": "stopped answering"}]

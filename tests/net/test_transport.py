@@ -338,6 +338,28 @@ def test_reconnects_after_the_peer_restarts_on_the_same_port(cluster: Path) -> N
     run(body())
 
 
+def test_a_peer_whose_port_refuses_is_reported_soon_after_its_connection_drops(cluster: Path) -> None:
+    async def body() -> None:
+        refused: list[tuple[str, float]] = []
+        loop = asyncio.get_running_loop()
+        a = await Node(cluster, "node-a", on_peer_refused=lambda peer: refused.append((peer, loop.time()))).start()
+        b = await Node(cluster, "node-b").start()
+        a.transport.set_address("node-b", HOST, b.port)
+        b.transport.set_address("node-a", HOST, a.port)
+        try:
+            await exchange(a, b, "before")
+            assert refused == []
+            await b.transport.close()  # its port closes, as when its process is killed
+            closed_at = loop.time()
+            await wait_until(lambda: refused, what="a refused redial reported")
+            assert refused[0][0] == "node-b"
+            assert refused[0][1] - closed_at < 0.5  # the first redial, not a timeout
+        finally:
+            await a.transport.close()
+
+    run(body())
+
+
 def test_callback_exceptions_are_logged_not_fatal(cluster: Path, caplog: pytest.LogCaptureFixture) -> None:
     async def body() -> None:
         a, b = await pair(cluster)

@@ -58,12 +58,17 @@ def test_a_woken_stale_leader_does_not_acknowledge_in_quorum_mode():
 
 
 def test_a_run_does_real_work_and_fails_over():
-    result = run("leader-crash", SCENARIOS["leader-crash"], 3)
+    result = run("leader-power-off", SCENARIOS["leader-power-off"], 3)
     report = result.report
     assert report.acknowledged > 100 and report.lost == 0
     assert report.terms >= 2 and len(report.failover_s) == 1  # the crash forced a new leadership
     assert 0.9 < report.failover_s[0] < 1.5  # L1: a failure timeout plus an election
     assert result.drained and report.messages["heartbeat"] > 0
+
+
+def test_a_killed_leader_is_replaced_in_two_heartbeats_since_its_machine_refuses_the_redials():
+    times = [t for seed in range(5) for t in run("leader-crash", SCENARIOS["leader-crash"], seed).report.failover_s]
+    assert len(times) == 5 and all(0.3 < t < 0.8 for t in times), times  # not the 1 s failure timeout
 
 
 def test_duplicates_are_counted_not_hidden():

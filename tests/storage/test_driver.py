@@ -7,7 +7,7 @@ import concurrent.futures
 from types import SimpleNamespace
 
 from p2pq.core.events import PersistTerm, Send
-from p2pq.core.types import Term
+from p2pq.core.types import Config, Term
 from p2pq.net.clock import ProtocolClock
 from p2pq.net.node import NodeRuntime, StepLoad
 
@@ -78,7 +78,8 @@ def pumped(waits: bool, held: concurrent.futures.Future | None = None) -> tuple[
                                                        path="journal.db"),
                                  core=SimpleNamespace(handle_batch=lambda events, now: list(step)),
                                  _outbox=asyncio.Queue(), _carry_out=carried.append, failure=None,
-                                 _events=["an event"], _wake=asyncio.Event(), on_fatal=None)
+                                 _events=["an event"], _wake=asyncio.Event(), on_fatal=None,
+                                 settings=SimpleNamespace(config=Config()))
         driver._journal_failed = lambda exc: NodeRuntime._journal_failed(driver, exc)
         driver._stop_for = lambda reason: NodeRuntime._stop_for(driver, reason)
         tasks = [asyncio.ensure_future(NodeRuntime._pump(driver)),
@@ -149,3 +150,45 @@ def test_a_step_takes_a_bounded_number_of_records_and_every_small_event():
     assert step[:-1] + rest == backlog[:10]  # in order, nothing lost
     huge = [MessageReceived("n2", StateOffer(Term(1, "n1"), tuple(range(STEP_RECORDS * 2)), ()))]
     assert next_step(huge) == (huge, [])
+    held = next_step(backlog, hold_timers=True)
+    assert held[0] == step[:-1] and held[1] == rest + [TimerFired("tick")]
+
+
+def test_after_a_stall_timers_wait_for_the_messages_that_queued_meanwhile():
+    # The first step blocks the loop for 0.3 s (a big offer being encoded). The
+    # heartbeats that arrived meanwhile reach the pump only once a reader has had
+    # its turn, 50 ms after the tick timer that came due during the stall.
+    import time
+
+    from p2pq.core.events import MessageReceived, TimerFired
+
+    async def scenario():
+        seen: list = []
+        driver = SimpleNamespace(clock=ProtocolClock(), store=SimpleNamespace(waits=False, write=lambda b: None),
+                                 _outbox=asyncio.Queue(), _carry_out=lambda c: None, failure=None,
+                                 _wake=asyncio.Event(), _events=[],
+                                 settings=SimpleNamespace(config=Config()))
+
+        def handle_batch(events, now):
+            seen.extend(events)
+            if events == ["big offer"]:
+                time.sleep(0.3)
+            return []
+
+        driver.core = SimpleNamespace(handle_batch=handle_batch)
+        post = lambda event: (driver._events.append(event), driver._wake.set())  # noqa: E731
+        pump = asyncio.ensure_future(NodeRuntime._pump(driver))
+        post("big offer")
+        await asyncio.sleep(0.01)  # the stall happens here
+        post(TimerFired("tick"))
+        await asyncio.sleep(0.05)
+        post(MessageReceived("n3", "heartbeat"))
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if TimerFired("tick") in seen:
+                break
+        pump.cancel()
+        return seen
+
+    seen = asyncio.run(scenario())
+    assert seen == ["big offer", MessageReceived("n3", "heartbeat"), TimerFired("tick")]
