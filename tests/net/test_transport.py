@@ -360,6 +360,35 @@ def test_a_peer_whose_port_refuses_is_reported_soon_after_its_connection_drops(c
     run(body())
 
 
+def test_a_dropped_connection_is_redialed_at_once_even_after_a_long_backoff(cluster: Path) -> None:
+    # The peer was down long enough for the backoff to grow, came back, and died
+    # again at once (a restarted leader killed again): the refusal must not wait
+    # for the grown backoff.
+    async def body() -> None:
+        refused: list[float] = []
+        loop = asyncio.get_running_loop()
+        a = await Node(cluster, "node-a", on_peer_refused=lambda peer: refused.append(loop.time())).start()
+        probe = await Node(cluster, "node-b").start()
+        port = probe.port
+        await probe.transport.close()  # a port nobody listens on, for node-b to take later
+        a.transport.set_address("node-b", HOST, port)
+        a.transport.send("node-b", {"type": "ping", "tag": "early"})
+        await wait_until(lambda: len(refused) >= 5, what="five refused dials")  # 0.05+0.1+0.2+0.4 s of backoff
+        b = await Node(cluster, "node-b", port=port).start()
+        b.transport.set_address("node-a", HOST, a.port)
+        try:
+            await wait_until(lambda: "node-b" in a.transport.connected_peers(), what="a connected")
+            await b.transport.close()
+            closed_at, before = loop.time(), len(refused)
+            await wait_until(lambda: len(refused) > before, what="the refusal after the drop")
+            assert refused[before] - closed_at < 0.3
+        finally:
+            await a.transport.close()
+            await b.transport.close()
+
+    run(body())
+
+
 def test_callback_exceptions_are_logged_not_fatal(cluster: Path, caplog: pytest.LogCaptureFixture) -> None:
     async def body() -> None:
         a, b = await pair(cluster)
