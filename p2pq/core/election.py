@@ -220,8 +220,25 @@ class ElectionMixin(_Base):
         return whole is True
 
     # -- accepting and leaving leadership -----------------------------------------------
-    def _accept_leader(self, leader: str, term: Term) -> None:
-        """Obey a leader of a newer term and hand it everything we hold."""
+    def _accept_leader(self, leader: str, term: Term) -> bool:
+        """Obey a leader of a newer term and hand it everything we hold; False if
+        we bully it instead.
+
+        A leader that outranks the newer term's owner does not obey it: a
+        lower node took that term while it could not hear us (a partition, a
+        pause). Obeying would hand leadership down and back up again (obey,
+        catch up, take over: two changes of leader and two gaps); bullying at
+        once, with a term above its own, takes one, and the gather merges
+        what the lower node acknowledged meanwhile (L2). A gatherer obeys: it
+        may be a quorum minority that knows too few nodes to ever lead, and
+        the lower leader's heartbeats are how it meets the rest.
+        """
+        owner = self.peers.get(leader)
+        if (self.role is Role.LEADER and owner is not None
+                and self.rank > owner.rank and not self.stopping):
+            self._see_term(term)
+            self._start_election(f"outranks {leader}, leader of newer term {term}")
+            return False
         if self.role in (Role.LEADER, Role.GATHERING):
             self._step_down(f"leader {leader} has newer term {term}")
         if self.role is not Role.MEMBER:
@@ -235,6 +252,7 @@ class ElectionMixin(_Base):
         self.out.append(Note("leader_accepted", {"node": self.id, "leader": leader, "term": str(term)}))
         self._send_offer()
         self._resend_finished(force=True)
+        return True
 
     def _send_offer(self, again: bool = False) -> None:
         """What this node holds that its leader may lack, to the leader: in parts when big.

@@ -486,7 +486,8 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
             self._send(sender, Reject(self.term))
             return False
         if term > self.term:
-            self._accept_leader(sender, term)
+            if not self._accept_leader(sender, term):
+                return False  # we outrank it: we bully it instead of obeying
         elif sender != self.leader:
             # Our own election was in vain: the leader of our term is alive.
             self._become(Role.MEMBER)

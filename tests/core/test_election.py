@@ -253,3 +253,37 @@ def test_a_leader_reclaims_a_member_that_refuses_it_after_two_heartbeats():
     recv(leader, "n2", HeartbeatAck(leader.term, 1, 0), 1.9)
     assert not leader.peers["n1"].alive and leader.peers["n2"].alive
     assert [n.detail for n in of(out, Note) if n.kind == "node_dead"] == [{"node": "n1", "why": "stopped answering"}]
+
+
+# -- a lower node with a newer term: bullied, not obeyed ----------------------------
+
+
+def test_a_leader_bullies_a_lower_node_of_a_newer_term_instead_of_obeying_it():
+    # n1 was cut off, elected itself (term 5) and is back: n3 outranks it.
+    leader = node("n3", 3, {"n1": 1, "n2": 2})
+    make_leader(leader)
+    assert leader.term == Term(1, "n3")
+    out = recv(leader, "n1", Coordinator(Term(5, "n1"), 1), 2.0)
+    assert leader.role is Role.GATHERING and leader.term == Term(6, "n3")
+    assert [c.term for c in sends(out, Coordinator, to="n1")] == [Term(6, "n3")]
+    assert not [n for n in of(out, Note) if n.kind == "leader_accepted"]
+
+
+def test_a_leader_fenced_by_a_lower_nodes_heartbeat_bullies_it_and_ignores_the_heartbeat():
+    leader = node("n3", 3, {"n1": 1, "n2": 2})
+    make_leader(leader)
+    out = recv(leader, "n1", Heartbeat(Term(5, "n1"), 1, (), (), True, b""), 2.0)
+    assert leader.role is Role.GATHERING and leader.term == Term(6, "n3")
+    assert not sends(out, HeartbeatAck) and not sends(out, StateOffer)  # not n1's member
+
+
+def test_a_member_still_obeys_a_newer_term_and_a_leader_obeys_a_higher_node():
+    member = node("n2", 2, {"n1": 1, "n3": 3})
+    recv(member, "n3", Coordinator(Term(1, "n3"), 3), 0.1)
+    recv(member, "n1", Coordinator(Term(5, "n1"), 1), 0.2)
+    assert member.role is Role.MEMBER and member.leader == "n1"  # members do not bully (step 6 does)
+    lower = node("n2", 2, {"n1": 1, "n3": 3})
+    lower.handle(TimerFired("tick"), 1.3)
+    assert lower.role is Role.ELECTING
+    recv(lower, "n3", Coordinator(Term(7, "n3"), 3), 1.4)
+    assert lower.role is Role.MEMBER and lower.leader == "n3"
