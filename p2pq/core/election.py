@@ -80,6 +80,7 @@ class ElectionMixin(_Base):
         self.leader = self.id
         self._become(Role.GATHERING)
         self.offers_from = {self.id}
+        self.peer_offers = {}  # offers to an earlier leadership of ours: their ids may be stale
         self.expected_offers = {p.node for p in self.peers.values() if p.alive}
         for peer in self.peers.values():
             if peer.alive:  # a full failure timeout to answer before we judge them

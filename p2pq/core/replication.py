@@ -70,6 +70,7 @@ class FollowerProgress:
     fresh_at: float = float("-inf")  # newest send time of an append it acknowledged
     chosen_at: float = float("-inf")  # when it became a follower (its offer is awaited a while)
     snapshot_parts: int = 0           # parts of the last snapshot sent while unacknowledged
+    snapshot_based_on: int = 0        # the offer id the last snapshot trusted (0: a whole one)
 
 
 @dataclass(slots=True)
@@ -133,6 +134,7 @@ class ReplicationMixin(_Base):
                                     forgotten=tuple(self.forgotten) if last else (), sent_at=self.now,
                                     part=n, parts=len(parts), based_on=offer_id if theirs else 0))
         progress.needs_snapshot = False
+        progress.snapshot_based_on = offer_id if theirs else 0
         progress.snapshot_parts = len(parts)
         progress.snapshot_index = index
         progress.sent = index
@@ -181,8 +183,11 @@ class ReplicationMixin(_Base):
     def _rewind(self, node: NodeId, progress: FollowerProgress, index: int, refused: bool = True) -> None:
         if index < 0 or index < progress.snapshot_index or index < self.log_base:
             progress.needs_snapshot = True
-            if refused:  # perhaps a sparse snapshot it could not trust: the next one is whole
-                self.peer_offers.pop(node, None)
+            # Perhaps a sparse snapshot it could not trust: the next one is whole, unless
+            # a newer offer came meanwhile (a restarted follower offers again at once).
+            offer = self.peer_offers.get(node)
+            if refused and offer is not None and offer[0] == progress.snapshot_based_on:
+                del self.peer_offers[node]
         else:
             progress.sent = index
 

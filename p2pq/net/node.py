@@ -164,6 +164,29 @@ class StepLoad:
         return self.per_step > LINGER_ABOVE_EVENTS
 
 
+class Lateness:
+    """How late the heartbeat tick reached the core, over the last minute: the
+    protocol's timing as the loop keeps it (a busy loop, an HTTP flood, a stall
+    all show here first)."""
+
+    WINDOW_S = 60.0
+
+    def __init__(self) -> None:
+        self.samples: collections.deque[tuple[float, float]] = collections.deque(maxlen=4096)
+
+    def add(self, at_s: float, late_s: float) -> None:
+        """A tick `late_s` late, seen at `at_s` (time.monotonic())."""
+        self.samples.append((at_s, max(0.0, late_s)))
+
+    def quantiles(self, now_s: float) -> dict[str, float]:
+        """{"0.5": .., "0.99": .., "1": ..} seconds over the window; {} without samples."""
+        late = sorted(x for at, x in self.samples if now_s - at <= self.WINDOW_S)
+        if not late:
+            return {}
+        pick = lambda q: late[min(len(late) - 1, int(q * len(late)))]  # noqa: E731
+        return {"0.5": pick(0.5), "0.99": pick(0.99), "1": late[-1]}
+
+
 class NodeRuntime:
     """A running node: transport, discovery, executor, storage, and the core."""
 
@@ -186,6 +209,8 @@ class NodeRuntime:
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._tick_due: float | None = None  # loop time the armed tick is due
+        self.tick_lateness = Lateness()
         self._clients: dict[int, tuple[ClientConnection | asyncio.Future, Any]] = {}
         self._next_request = 0
         self._owned: set[asyncio.Task] = set()
@@ -345,6 +370,9 @@ class NodeRuntime:
                 continue
             load.took(len(events))
             started_s = loop.time()
+            if self._tick_due is not None and TimerFired("tick") in events:
+                self.tick_lateness.add(time.monotonic(), started_s - self._tick_due)
+                self._tick_due = None
             try:
                 commands = self.core.handle_batch(events, self.clock.now())
             except InvariantViolation as exc:  # the protocol broke its own rules: stop, say why
@@ -531,7 +559,10 @@ class NodeRuntime:
         if old is not None:
             old.cancel()
         delay = self.clock.delay_until(at_s)
-        self._timers[name] = asyncio.get_running_loop().call_later(delay, self._post, TimerFired(name))
+        loop = asyncio.get_running_loop()
+        self._timers[name] = loop.call_later(delay, self._post, TimerFired(name))
+        if name == "tick":
+            self._tick_due = loop.time() + delay
 
     def _ran(self, task_id: str, attempt_id: str, outcome) -> None:
         self._post(TaskCompleted(task_id, attempt_id, outcome.status, outcome.to_wire(), self.clock.now()))

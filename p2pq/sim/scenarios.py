@@ -179,6 +179,19 @@ def flapping_highest(world: World) -> None:
           fault_s=(0.3, 1.5), calm_s=(0.5, 2.0))
 
 
+@scenario(world_options={"preload": 9_000, "preload_arg_bytes": 1024},
+          workload=Workload(p_big=0.05, big_arg_bytes=512 * 1024))
+def big_state_restarts(world: World) -> None:
+    """A day's table (9,000 finished tasks, 9 MB) and 512 KiB arguments; the highest node restarts twice.
+
+    Each return must catch up by difference (the buckets that differ, in
+    byte-capped parts), not by resending the table, and take over once.
+    """
+    t0 = _t0(world)
+    hold(world, t0, crash(highest), (1.0, 2.0))
+    hold(world, t0 + 4.0, crash(highest), (1.0, 2.0))
+
+
 # -- partitions --------------------------------------------------------------------------------
 @scenario()
 def isolate_node(world: World) -> None:

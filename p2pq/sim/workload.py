@@ -46,6 +46,8 @@ class Workload:
     give_up_after_s: float = 15.0
     retry_backoff_s: float = 0.1
     failover: bool = False              # True: a client tries the other nodes too
+    p_big: float = 0.0                  # chance that a task carries a big argument
+    big_arg_bytes: int = 512 * 1024     # its size (the spec limit is 1 MiB)
     hostile_rate_per_s: float = 10.0    # requests a second from the hostile client (hostile.py); 0: none
 
     def until(self, stop_s: float) -> Workload:
@@ -86,7 +88,8 @@ class Client:
         self.count += 1
         task_id = f"{self.name}-{self.count:05d}"
         duration = round(self.rng.uniform(*self.w.duration_s), 4)
-        spec = TaskSpec("builtin", "sleep", (duration,), priority=priority)
+        pad = ("x" * self.w.big_arg_bytes,) if self.w.p_big and self.rng.random() < self.w.p_big else ()
+        spec = TaskSpec("builtin", "sleep", (duration, *pad), priority=priority)
         self.world.history.invoke(task_id, spec.priority, self.world.now, self.name)
         self.clients.in_flight.add(task_id)
         self._attempt(task_id, spec, self.world.now)

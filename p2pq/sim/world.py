@@ -42,7 +42,7 @@ from p2pq.core.events import (ClientRequested, ForgetPeer, ForgetRecords, Messag
 from p2pq.core.messages import DecodeError, Dispatch, ForwardReply, decode_client_request, from_wire, to_wire
 from p2pq.net.framing import FrameError, decode_body, encode_frame
 from p2pq.core.node import NodeCore
-from p2pq.core.tasks import CANCELLED, SUCCEEDED, TaskRecord
+from p2pq.core.tasks import CANCELLED, SUCCEEDED, Attempt, TaskRecord, TaskSpec
 from p2pq.core.types import ZERO_TERM, Config, Role, Term
 
 from .history import History, Leadership
@@ -107,7 +107,8 @@ class World:
                  link: LinkModel | None = None, graph: nx.Graph | None = None,
                  task_duration_s: float = 0.05, record_messages: bool = True,
                  discovery: str = "full", priorities: list[int] | None = None,
-                 boot_spread_s: float = 0.2, codec: bool = True) -> None:
+                 boot_spread_s: float = 0.2, codec: bool = True, preload: int = 0,
+                 preload_arg_bytes: int = 0) -> None:
         self.seed = seed
         self.codec = codec
         self.codec_errors: list[str] = []  # messages the core sent that the wire refused
@@ -145,7 +146,24 @@ class World:
                     ForgetPeer: self._do_forget_peer, Note: self._do_note}
         self.peers_forgotten: list[tuple[float, str, str]] = []  # (when, by whom, whom)
         self.nodes: dict[str, SimNode] = {}
+        self.records_sent: dict[tuple[str, str, str], int] = {}  # task records carried: (type, from, to)
+        self._preloaded = self._preload(preload, preload_arg_bytes)
         self._install(priorities or list(range(1, n_nodes + 1)), boot_spread_s)
+
+    def _preload(self, count: int, arg_bytes: int) -> dict[str, TaskRecord]:
+        """`count` finished tasks on every disk, as after a long day of work (replicated
+        everywhere, acknowledged before the run): the state a restart must not resend.
+        One object per record, shared by every node (records are immutable)."""
+        records: dict[str, TaskRecord] = {}
+        pad = ("x" * arg_bytes,) if arg_bytes else ()
+        for i in range(count):
+            task_id = f"old-{i:06d}"
+            spec = TaskSpec("builtin", "sleep", (0.01, *pad), priority=1 + i % 9)
+            attempt = Attempt(f"0.n1.{i}", "n1", 0.0, 0.01, SUCCEEDED, {"value": None})
+            records[task_id] = TaskRecord(task_id, spec, (0, i + 1), 0.0, (attempt,))
+            self.history.invoke(task_id, spec.priority, 0.0, "preload")
+            self.history.ack(task_id, 0.0, None, True)
+        return records
 
     def _install(self, priorities: list[int], boot_spread_s: float) -> None:
         """Rack the machines and schedule their power-on.
@@ -156,7 +174,9 @@ class World:
         """
         boot = random.Random(f"{self.seed}:boot")
         for node_id, priority in zip(self.ids, priorities):
-            node = SimNode(node_id, priority, self._new_core(node_id, priority, 0), alive=False)
+            node = SimNode(node_id, priority, None, alive=False)  # type: ignore[arg-type]
+            node.disk_records = dict(self._preloaded)
+            node.core = self._new_core(node_id, priority, 0, node if self._preloaded else None)
             self.nodes[node_id] = node
             self._schedule(boot.uniform(0.0, boot_spread_s), self._power_on, (node,))
 
@@ -411,6 +431,10 @@ class World:
                 return
         counts = self.messages_by_type
         counts[kind] = counts.get(kind, 0) + 1
+        records = getattr(message, "records", None)
+        if records:
+            key = (kind, node.id, command.to)
+            self.records_sent[key] = self.records_sent.get(key, 0) + len(records)
         if type(message) is ForwardReply:
             self._observe_ack(node, message.body)
         elif type(message) is Dispatch:

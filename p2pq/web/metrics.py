@@ -8,6 +8,7 @@ say which node is speaking.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Iterable
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -67,6 +68,11 @@ def render(runtime: Any, sampler: Any, snapshot: dict) -> str:
     out.add("p2pq_peers", "gauge", "Nodes this node knows, by liveness.",
             [({"alive": "true"}, sum(m["alive"] for m in members)),
              ({"alive": "false"}, sum(not m["alive"] for m in members))])
+    lateness = getattr(runtime, "tick_lateness", None)
+    if lateness is not None:
+        out.add("p2pq_tick_lateness_seconds", "gauge",
+                "How late the heartbeat tick reached the protocol over the last minute (quantiles).",
+                [({"quantile": q}, v) for q, v in lateness.quantiles(time.monotonic()).items()])
     _queue(out, snapshot.get("queue"))
     _rates(out, snapshot["rates"], sampler)
     _replication(out, sampler.replication())

@@ -140,3 +140,24 @@ def test_the_checker_catches_a_leader_that_acknowledges_before_replicating(monke
     assert honest == 0 and sum(r.report.lost for r in mutant) > 0
     failing = next(r for r in mutant if not r.ok)
     assert f"--seed {failing.seed}" in failing.replay_command()
+
+
+@pytest.mark.parametrize("preload", [9_000, 100_000])
+def test_a_restarted_highest_node_with_a_big_table_catches_up_by_difference_and_takes_over_once(preload):
+    import dataclasses
+
+    from p2pq.core.types import Config
+    scenario = SCENARIOS["big-state-restarts"]
+    scenario = dataclasses.replace(scenario, world_options={**scenario.world_options, "preload": preload})
+    result = run("big-state-restarts", scenario, 0, keep_world=True, config=Config(retain_finished=2 * preload))
+    report, world = result.report, result.world
+    assert result.ok and report.lost == 0 and report.acknowledged > preload
+    assert report.terms == 5  # the first leader, then per restart one failover and one takeover
+    # Catching up by difference: what the restarted node offered and was sent is a sliver
+    # of the table (it used to get all of it, and its offer was all of it too).
+    highest = world.ids[-1]
+    restart = {(kind, a, b): n for (kind, a, b), n in world.records_sent.items()
+               if (kind, b) == ("append", highest) or (kind, a) == ("state_offer", highest)}
+    assert sum(restart.values()) < 0.05 * preload, restart
+    leader_table = world.nodes[result.leader].core.table
+    assert len(leader_table) > preload

@@ -157,9 +157,24 @@ def test_metrics_are_prometheus_text(node):
     for line in text.splitlines():
         assert line.startswith("# HELP ") or line.startswith("# TYPE ") or sample.match(line), line
     for name in ("p2pq_queue_depth", "p2pq_tasks", "p2pq_submit_rate", "p2pq_dispatch_rate",
-                 "p2pq_elections_started_total", "p2pq_term", "p2pq_is_leader", "p2pq_commit_index"):
+                 "p2pq_elections_started_total", "p2pq_term", "p2pq_is_leader", "p2pq_commit_index",
+                 "p2pq_tick_lateness_seconds"):
         assert f"\n{name}{{" in text, name
     assert 'p2pq_is_leader{node="solo"} 1' in text
+    late = dict(re.findall(r'p2pq_tick_lateness_seconds\{node="solo",quantile="([^"]+)"\} (\S+)', text))
+    assert set(late) == {"0.5", "0.99", "1"} and 0 <= float(late["0.5"]) <= float(late["1"]) < 1.0
+
+
+def test_tick_lateness_quantiles_cover_the_last_minute():
+    from p2pq.net.node import Lateness
+    lateness = Lateness()
+    assert lateness.quantiles(100.0) == {}
+    lateness.add(10.0, 5.0)  # more than a minute before: not counted
+    for i in range(100):
+        lateness.add(90.0 + i * 0.1, i / 1000)
+    lateness.add(99.9, -0.001)  # early (a clock's rounding) counts as on time
+    q = lateness.quantiles(100.0)
+    assert q["1"] == 0.099 and 0.045 <= q["0.5"] <= 0.055 and q["0.99"] >= 0.098
 
 
 # -- bad input: a 4xx with one clear line, and the node keeps serving ---------------------------
