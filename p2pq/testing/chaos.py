@@ -40,7 +40,7 @@ import click
 from p2pq.client import Client
 
 from .cluster import wait_for
-from .history import Recorder, Verdict, Workload, judge, percentile, wait_drained
+from .history import Recorder, Verdict, Workload, judge, percentile, unavailable_by_cause, wait_drained
 from .netns import NetnsCluster, term_key, unavailable_reason, wait_port
 
 SETTLE_S = 60.0
@@ -404,6 +404,9 @@ def verdict_rows(verdict: Verdict, run: Run, seconds: float) -> list[tuple[str, 
         rows.append(("submit latency p50 / p99 s", f"{r.latency_p50_s:.3f} / {r.latency_p99_s:.3f}"))
     if hasattr(r, "unavailable_s"):
         rows.append(("unavailable s (windows)", f"{r.unavailable_s:.1f} ({r.unavailable_windows})"))
+        causes = unavailable_by_cause(run.recorder.history)
+        rows.append(("unavailable after: s (windows)",
+                     ", ".join(f"{kind} {s:g} ({n})" for kind, (s, n) in causes.items()) or "-"))
     rows.append(("faults", ", ".join(f"{k} {v}" for k, v in sorted(run.faults.items())) or "none"))
     rows.append(("run s / cold formation s", f"{seconds:.0f} / {run.formed_s:.2f}"))
     return rows
@@ -483,6 +486,7 @@ def main(minutes, nodes, seed, rate, faults, node_args, measure, kills, cold_sta
     result["checker"] = verdict.report.to_dict()
     result["problems"] = verdict.problems
     result["faults"] = run.faults
+    result["unavailable_by_cause"] = unavailable_by_cause(run.recorder.history)
     if measure:
         m.cold_formed_s = measure_cold_discovery(cold_starts, nodes, log)
         rows += measurement_rows(m)

@@ -361,3 +361,28 @@ def percentile(values: list[float], p: float) -> float:
 
 __all__ = ["mark", "Recorder", "Workload", "record_from_view", "fetch_table", "wait_drained",
            "side_effect_runs", "judge", "Verdict", "percentile"]
+
+
+def unavailable_by_cause(history: Any, after_s: float | None = None) -> dict[str, tuple[float, int]]:
+    """Unavailable seconds and windows, each put down to the last fault event before it
+    began (a strike such as kill-9 or halves, or the heal, restart or resume after one).
+
+    Windows are the checker's: unions of submits that waited longer than
+    UNAVAILABLE_AFTER_S. A submit invoked shortly before a fault waits because of
+    it, so a window belongs to the last event no later than its start + that wait.
+    """
+    from p2pq.sim.checker import UNAVAILABLE_AFTER_S, union
+    after_s = UNAVAILABLE_AFTER_S if after_s is None else after_s
+    waits = []
+    for op in history.ops.values():
+        end = op.acked_at if op.acked_at is not None else op.gave_up_at
+        if end is not None and end - op.invoked_at > after_s:
+            waits.append((op.invoked_at, end))
+    events = sorted((at, kind) for at, kind, _ in history.faults)
+    out: dict[str, list] = {}
+    for start, end in union(waits):
+        cause = next((kind for at, kind in reversed(events) if at <= start + after_s), "none")
+        seconds, windows = out.setdefault(cause, [0.0, 0])
+        out[cause] = [seconds + end - start, windows + 1]
+    return {cause: (round(seconds, 1), windows) for cause, (seconds, windows) in
+            sorted(out.items(), key=lambda kv: -kv[1][0])}
