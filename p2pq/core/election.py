@@ -59,8 +59,9 @@ class ElectionMixin(_Base):
         if self.role is Role.LEADER or self.role is Role.GATHERING:
             self._step_down(reason)
         self._become(Role.ELECTING)
+        if self.leader not in (None, self.id):
+            self._fail_forwarded("leader_changed", to=self.leader)
         self.leader = None
-        self._fail_forwarded("leader_changed")
         self.out.append(Note("election_started", {"node": self.id, "reason": reason}))
         # Nodes known dead (silent, left, or no answer last time) are not asked;
         # one that comes back announces itself and is bullied in again (step 6).
@@ -79,6 +80,7 @@ class ElectionMixin(_Base):
         self._adopt_term(term)
         self.leader = self.id
         self._become(Role.GATHERING)
+        self.answered_by = None
         self.offers_from = {self.id}
         self.peer_offers = {}  # offers to an earlier leadership of ours: their ids may be stale
         self.expected_offers = {p.node for p in self.peers.values() if p.alive}
@@ -139,6 +141,10 @@ class ElectionMixin(_Base):
     def _on_answer(self, sender: str, msg: Answer) -> None:
         """Bully step 3: a higher node is alive; wait for its COORDINATOR."""
         self._see_term(msg.term)
+        answerer = self.peers[sender]
+        if answerer.rank > self.rank and (self.answered_by not in self.peers
+                                          or answerer.rank > self.peers[self.answered_by].rank):
+            self.answered_by = sender  # client requests go there while we wait (a bridge)
         if self.role is Role.ELECTING and self.peers[sender].rank > self.rank:
             self._become(Role.WAITING)
             self.election_deadline = self.now + self.config.coordinator_timeout_s
@@ -245,11 +251,13 @@ class ElectionMixin(_Base):
         if self.role is not Role.MEMBER:
             self._become(Role.MEMBER)
         self._adopt_term(term)
+        if self.leader not in (None, self.id, leader):
+            self._fail_forwarded("leader_changed", to=self.leader)
         self.leader = leader
+        self.answered_by = None
         self.leader_heard_at = self.now
         self.applied_index = -1  # nothing of this term yet: a snapshot must come first
         self.caught_up = False
-        self._fail_forwarded("leader_changed")
         self.out.append(Note("leader_accepted", {"node": self.id, "leader": leader, "term": str(term)}))
         self._send_offer()
         self._resend_finished(force=True)

@@ -109,7 +109,10 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
         self.submit_counter = 0
         self.retry_at: float | None = None
         # clients
-        self.forwarded: dict[int, NodeId] = {}
+        self.forwarded: dict[int, NodeId] = {}  # request id -> the node it went to
+        self.relays: dict[int, tuple[NodeId, int]] = {}  # our relay id -> (origin, its request id)
+        self.relay_counter = 0  # relay ids count down from -1: the drivers' ids are >= 0
+        self.answered_by: NodeId | None = None  # the highest node that answered our election
         self.waiters: dict[str, list[tuple[NodeId, int]]] = {}
         # output of the current step
         self.out: list[Command] = []
@@ -290,6 +293,7 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
 
     def _declare_dead(self, peer: Peer, why: str) -> None:
         peer.alive = False
+        self._fail_forwarded("leader_changed", to=peer.node)
         self.peer_offers.pop(peer.node, None)
         self.out.append(Note("node_dead", {"node": peer.node, "why": why}))
         if self.role is Role.LEADER:
@@ -476,7 +480,7 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
                 self._on_client_request((origin, request_id), request)
             case ForwardReply(request_id, body):
                 if self.forwarded.pop(request_id, None) is not None:
-                    self.out.append(Reply(request_id, body))
+                    self._answer(request_id, body)
 
     def _fence(self, sender: NodeId, term: Term) -> bool:
         """G3: obey a leader's message only under the term we accepted."""
@@ -492,6 +496,7 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
             # Our own election was in vain: the leader of our term is alive.
             self._become(Role.MEMBER)
             self.leader = sender
+            self.answered_by = None
         self.leader_heard_at = self.now
         return True
 
@@ -543,20 +548,46 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
         else:
             self._send(origin, ForwardReply(request_id, body))
 
-    def _fail_forwarded(self, code: str) -> None:
-        for request_id in self.forwarded:
-            self.out.append(Reply(request_id, error(code, "the leader changed while handling "
-                                                    "the request; retry")))
-        self.forwarded = {}
+    def _fail_forwarded(self, code: str, to: NodeId | None = None) -> None:
+        """Answer the requests we handed to `to` (to anyone: None) with an error to retry."""
+        for request_id, target in list(self.forwarded.items()):
+            if to is None or target == to:
+                del self.forwarded[request_id]
+                self._answer(request_id, error(code, "the leader changed while handling the request; retry"))
+
+    def _answer(self, request_id: int, body: dict) -> None:
+        """The reply to a request we forwarded: to our client, or back to the node we relay for."""
+        origin = self.relays.pop(request_id, None)
+        if origin is not None:
+            self._reply(origin, body)
+        else:
+            self.out.append(Reply(request_id, body))
+
+    def _hand_on(self, to: NodeId, target: tuple[NodeId, int], request: Any) -> None:
+        """Forward a request to `to`; one from another node is relayed under an id of ours,
+        so the answer comes back through us (the asker may not reach `to`)."""
+        request_id = target[1]
+        if target[0] != self.id:
+            self.relay_counter -= 1
+            request_id = self.relay_counter
+            self.relays[request_id] = target
+        self.forwarded[request_id] = to
+        self._send(to, Forward(self.id, request_id, request))
 
     def _on_client_request(self, target: tuple[NodeId, int], request: Any) -> None:
         if isinstance(request, Query) and request.what == "peers":
             self._reply(target, {"ok": True, **self.view()})
         elif self.role is Role.LEADER:
             self._serve(target, request)
-        elif self.leader not in (None, self.id) and target[0] == self.id and self._leader_alive():
-            self.forwarded[target[1]] = self.leader
-            self._send(self.leader, Forward(self.id, target[1], request))
+        elif self.leader not in (None, self.id) and self._leader_alive():
+            # A request another node forwarded to us (it cannot reach the leader, or took us
+            # for the leader) is relayed too: a bridge node carries its side's requests.
+            self._hand_on(self.leader, target, request)
+        elif (target[0] == self.id and self.role in (Role.ELECTING, Role.WAITING)
+              and self.answered_by in self.peers and self.peers[self.answered_by].alive):
+            # A higher node answered our election but no COORDINATOR reaches us: it has a
+            # leader we cannot hear (a bridge). It relays our clients' requests meanwhile.
+            self._hand_on(self.answered_by, target, request)
         elif self.config.quorum and not self._has_quorum():
             live = 1 + sum(1 for p in self.peers.values() if p.alive)
             self._reply(target, error("no_quorum", f"no quorum: this node sees {live} of "

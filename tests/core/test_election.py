@@ -287,3 +287,47 @@ def test_a_member_still_obeys_a_newer_term_and_a_leader_obeys_a_higher_node():
     assert lower.role is Role.ELECTING
     recv(lower, "n3", Coordinator(Term(7, "n3"), 3), 1.4)
     assert lower.role is Role.MEMBER and lower.leader == "n3"
+
+
+# -- a bridge: a node that hears no leader, through one that does -------------------------
+
+
+def test_a_node_cut_off_from_the_leader_has_its_clients_requests_relayed_by_the_node_that_answered():
+    from p2pq.core.events import ClientRequested, Reply
+    from p2pq.core.messages import Forward, ForwardReply, Submit
+    from p2pq.core.tasks import TaskSpec
+    # n2 reaches n3 but not the leader n5: its election gets n3's ANSWER and no COORDINATOR.
+    n2 = node("n2", 2, {"n1": 1, "n3": 3, "n5": 5})
+    n2.peers["n5"].alive = False
+    n2.handle(TimerFired("tick"), 1.3)
+    recv(n2, "n3", Answer(Term(1, "n5")), 1.35)
+    assert n2.role is Role.WAITING
+    submit = Submit((("t1", TaskSpec("builtin", "noop")),))
+    out = n2.handle(ClientRequested(7, submit), 1.4)
+    assert sends(out, Forward, to="n3") == [Forward("n2", 7, submit)]
+    # n3 obeys n5 and relays under an id of its own.
+    n3 = node("n3", 3, {"n1": 1, "n2": 2, "n5": 5})
+    recv(n3, "n5", Coordinator(Term(1, "n5"), 5), 1.0)
+    out = recv(n3, "n2", Forward("n2", 7, submit), 1.41)
+    (relayed,) = sends(out, Forward, to="n5")
+    assert relayed.origin == "n3" and relayed.request_id < 0 and relayed.request == submit
+    body = {"ok": True, "ids": ["t1"]}
+    out = recv(n3, "n5", ForwardReply(relayed.request_id, body), 1.42)
+    assert sends(out, ForwardReply, to="n2") == [ForwardReply(7, body)] and not n3.relays
+    out = recv(n2, "n3", ForwardReply(7, body), 1.43)
+    assert of(out, Reply) == [Reply(7, body)]
+
+
+def test_a_relay_whose_leader_changes_answers_its_asker_with_an_error_to_retry():
+    from p2pq.core.messages import Forward, ForwardReply, Submit
+    from p2pq.core.tasks import TaskSpec
+    n3 = node("n3", 3, {"n1": 1, "n2": 2, "n5": 5})
+    recv(n3, "n5", Coordinator(Term(1, "n5"), 5), 1.0)
+    submit = Submit((("t1", TaskSpec("builtin", "noop")),))
+    recv(n3, "n2", Forward("n2", 9, submit), 1.1)
+    out = recv(n3, "n5", Coordinator(Term(2, "n5"), 5), 1.2)  # same leader, new term: kept
+    assert not sends(out, ForwardReply)
+    from p2pq.core.messages import Leave
+    out = recv(n3, "n5", Leave(), 1.3)
+    (failed,) = sends(out, ForwardReply, to="n2")
+    assert failed.request_id == 9 and failed.body["error"] == "leader_changed"
