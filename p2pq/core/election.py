@@ -246,6 +246,15 @@ class ElectionMixin(_Base):
             self._see_term(term)
             self._start_election(f"outranks {leader}, leader of newer term {term}")
             return False
+        ours = self.peers.get(self.leader) if self.leader not in (None, leader) else None
+        if (self.role is Role.MEMBER and owner is not None and ours is not None
+                and ours.rank > owner.rank and self._leader_alive()):
+            # Our leader is alive and outranks the claimant, who cannot hear it (a
+            # bridge, or a node that was cut off): we stay. Obeying would fence our
+            # leader, which bullies back, and the two would take turns for as long
+            # as the partition lasts. Our leader bullies the claimant when they meet.
+            self._see_term(term)
+            return False
         if self.role in (Role.LEADER, Role.GATHERING):
             self._step_down(f"leader {leader} has newer term {term}")
         if self.role is not Role.MEMBER:

@@ -277,11 +277,21 @@ def test_a_leader_fenced_by_a_lower_nodes_heartbeat_bullies_it_and_ignores_the_h
     assert not sends(out, HeartbeatAck) and not sends(out, StateOffer)  # not n1's member
 
 
-def test_a_member_still_obeys_a_newer_term_and_a_leader_obeys_a_higher_node():
+def test_a_member_stays_with_a_live_higher_leader_and_obeys_the_claimant_once_it_is_silent():
+    # n1 cannot hear n3 (a bridge through n2): it elected itself. n2 still hears n3.
     member = node("n2", 2, {"n1": 1, "n3": 3})
     recv(member, "n3", Coordinator(Term(1, "n3"), 3), 0.1)
-    recv(member, "n1", Coordinator(Term(5, "n1"), 1), 0.2)
-    assert member.role is Role.MEMBER and member.leader == "n1"  # members do not bully (step 6 does)
+    out = recv(member, "n1", Coordinator(Term(5, "n1"), 1), 0.2)
+    assert member.leader == "n3" and member.term == Term(1, "n3")  # n3 is not fenced through us
+    assert not sends(out, StateOffer) and member.max_term == Term(5, "n1")
+    recv(member, "n1", Heartbeat(Term(5, "n1"), 1, (), (), True, b""), 0.4)
+    assert member.leader == "n3"
+    out = recv(member, "n1", Heartbeat(Term(5, "n1"), 1, (), (), True, b""), 1.3)  # n3 silent 1.2 s
+    assert member.leader == "n1" and member.term == Term(5, "n1") and sends(out, StateOffer, to="n1")
+    higher = node("n2", 2, {"n1": 1, "n3": 3, "n4": 4})
+    recv(higher, "n3", Coordinator(Term(1, "n3"), 3), 0.1)
+    recv(higher, "n4", Coordinator(Term(2, "n4"), 4), 0.2)
+    assert higher.leader == "n4"  # a claimant above our leader is obeyed at once
     lower = node("n2", 2, {"n1": 1, "n3": 3})
     lower.handle(TimerFired("tick"), 1.3)
     assert lower.role is Role.ELECTING

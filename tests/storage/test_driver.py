@@ -9,7 +9,7 @@ from types import SimpleNamespace
 from p2pq.core.events import PersistTerm, Send
 from p2pq.core.types import Config, Term
 from p2pq.net.clock import ProtocolClock
-from p2pq.net.node import NodeRuntime, StepLoad
+from p2pq.net.node import Lateness, NodeRuntime, StepLoad
 
 
 def released_early(waits: bool) -> tuple[bool, list]:
@@ -79,7 +79,8 @@ def pumped(waits: bool, held: concurrent.futures.Future | None = None) -> tuple[
                                  core=SimpleNamespace(handle_batch=lambda events, now: list(step)),
                                  _outbox=asyncio.Queue(), _carry_out=carried.append, failure=None,
                                  _events=["an event"], _wake=asyncio.Event(), on_fatal=None,
-                                 settings=SimpleNamespace(config=Config()))
+                                 settings=SimpleNamespace(config=Config()), _tick_due=None,
+                                 tick_lateness=Lateness())
         driver._journal_failed = lambda exc: NodeRuntime._journal_failed(driver, exc)
         driver._stop_for = lambda reason: NodeRuntime._stop_for(driver, reason)
         tasks = [asyncio.ensure_future(NodeRuntime._pump(driver)),
@@ -167,7 +168,8 @@ def test_after_a_stall_timers_wait_for_the_messages_that_queued_meanwhile():
         driver = SimpleNamespace(clock=ProtocolClock(), store=SimpleNamespace(waits=False, write=lambda b: None),
                                  _outbox=asyncio.Queue(), _carry_out=lambda c: None, failure=None,
                                  _wake=asyncio.Event(), _events=[],
-                                 settings=SimpleNamespace(config=Config()))
+                                 settings=SimpleNamespace(config=Config()), _tick_due=None,
+                                 tick_lateness=Lateness())
 
         def handle_batch(events, now):
             seen.extend(events)
