@@ -491,7 +491,7 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
             return False
         if term > self.term:
             if not self._accept_leader(sender, term):
-                return False  # we outrank it: we bully it instead of obeying
+                return False  # we bully it, or stay with our live higher leader
         elif sender != self.leader:
             # Our own election was in vain: the leader of our term is alive.
             self._become(Role.MEMBER)
