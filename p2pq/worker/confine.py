@@ -318,22 +318,24 @@ def _group_members(pgid: int) -> list[int]:
     """Every process (zombies too) in process group `pgid`, bar its leader."""
     found = []
     for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == pgid:
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:
-            found.append(int(name))
+        if name.isdigit() and int(name) != pgid:
+            fields = _stat_fields(int(name))
+            if fields is not None and int(fields[2]) == pgid:
+                found.append(int(name))
     return found
 
 
 def _state(pid: int) -> tuple[str | None, int]:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-    except OSError:
+    fields = _stat_fields(pid)
+    if fields is None:
         return None, 0
     return fields[0].decode(), int(fields[1])
+
+
+def _stat_fields(pid: int) -> list[bytes] | None:
+    """/proc/PID/stat after the command name: state, ppid, pgrp, ...; None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None
