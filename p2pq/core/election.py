@@ -152,6 +152,11 @@ class ElectionMixin(_Base):
 
     def _on_election_timer(self) -> None:
         if self.now < self.election_deadline:
+            # Early: a driver's timer may fire a little before its time (asyncio runs
+            # timers up to its clock resolution early; the simulator's clock rates
+            # round). Not re-armed, it would leave us electing for good.
+            if self.role in (Role.ELECTING, Role.WAITING):
+                self.out.append(SetTimer("election", self.election_deadline))
             return
         if self.stopping:
             if self.role in (Role.ELECTING, Role.WAITING):
@@ -166,8 +171,12 @@ class ElectionMixin(_Base):
             self._start_election("no coordinator after an answer")
 
     def _on_gather_timer(self) -> None:
-        if self.role is Role.GATHERING and self.now >= self.gather_deadline:
-            self._maybe_finish_gather(timed_out=True)
+        if self.role is not Role.GATHERING:
+            return
+        if self.now < self.gather_deadline:  # early (see _on_election_timer): again at the deadline
+            self.out.append(SetTimer("gather", self.gather_deadline))
+            return
+        self._maybe_finish_gather(timed_out=True)
 
     def _on_coordinator(self, sender: str, msg: Coordinator) -> None:
         self._see_term(msg.term)

@@ -373,9 +373,14 @@ class World:
         kind = event.message.TYPE if type(event) is MessageReceived else type(event).__name__
         self._step(node, (event,), kind)
 
-    def _step(self, node: SimNode, events: tuple | list, kind: str) -> None:
-        """One turn of the node's pump: the core handles `events`, the world carries out the commands."""
-        commands = node.core.handle_batch(events, node.clock.local(self.now))
+    def _step(self, node: SimNode, events: tuple | list, kind: str, due_s: float = float("-inf")) -> None:
+        """One turn of the node's pump: the core handles `events`, the world carries out the commands.
+
+        A timer's step reads at least the time it was due (`due_s`, the node's
+        clock): converting that time to the world's and back may round below it.
+        """
+        now = node.clock.local(self.now)
+        commands = node.core.handle_batch(events, now if now >= due_s else due_s)
         self._trace.append((self.now, node.id, kind, len(commands)))
         if len(self._trace) >= _TRACE_CHUNK:
             self._trace_digest.update(repr(self._trace).encode())
@@ -406,7 +411,7 @@ class World:
             node.inbox.append(("timer", name, at_s))
             return
         del node.timers[name]
-        self._step(node, (TimerFired(name),), "TimerFired")
+        self._step(node, (TimerFired(name),), "TimerFired", at_s)
 
     def _leadership_changed(self, node: SimNode) -> None:
         if node.core.role is _LEADER:

@@ -341,3 +341,24 @@ def test_a_relay_whose_leader_changes_answers_its_asker_with_an_error_to_retry()
     out = recv(n3, "n5", Leave(), 1.3)
     (failed,) = sends(out, ForwardReply, to="n2")
     assert failed.request_id == 9 and failed.body["error"] == "leader_changed"
+
+
+def test_an_election_or_gather_timer_that_fires_early_is_armed_again_not_dropped():
+    # asyncio runs a timer up to its clock resolution early; a dropped timer left a
+    # candidate electing, or a quorum gatherer gathering, for good.
+    from p2pq.core.types import Config
+    n1 = node("n1", 1, {"n2": 2})
+    n1.handle(TimerFired("tick"), 1.3)
+    assert n1.role is Role.ELECTING
+    out = n1.handle(TimerFired("election"), n1.election_deadline - 1e-9)
+    assert SetTimer("election", n1.election_deadline) in out and n1.role is Role.ELECTING
+    n1.handle(TimerFired("election"), n1.election_deadline)
+    assert n1.role is Role.LEADER and n1.term.node == "n1"  # n2 never answered
+    quorum = node("n3", 3, {"n1": 1, "n2": 2}, Config(quorum=3))
+    quorum.handle(TimerFired("tick"), 1.3)
+    assert quorum.role is Role.GATHERING
+    deadline = quorum.gather_deadline
+    out = quorum.handle(TimerFired("gather"), deadline - 1e-9)
+    assert SetTimer("gather", deadline) in out and not sends(out, Coordinator)
+    out = quorum.handle(TimerFired("gather"), deadline)
+    assert sends(out, Coordinator, to="n1")  # asked again: a minority keeps asking

@@ -71,6 +71,14 @@ def test_a_killed_leader_is_replaced_in_two_heartbeats_since_its_machine_refuses
     assert len(times) == 5 and all(0.3 < t < 0.8 for t in times), times  # not the 1 s failure timeout
 
 
+def test_a_timer_is_delivered_no_earlier_than_the_node_clock_says_it_is_due():
+    """A drifting clock converts its due time to the world's and back with rounding:
+    the step read a hair before the deadline and the gatherer's timer was dropped,
+    leaving the quorum minority gathering for good (seed 122 of the 200-seed sweep)."""
+    result = run("one-way", SCENARIOS["one-way"], 122, mode="quorum")
+    assert result.drained and result.report.lost == 0, result.replay_command()
+
+
 def test_duplicates_are_counted_not_hidden():
     """Isolating the leader re-runs what it was running: the checker must see those twice."""
     duplicated = sum(run("isolate-leader", SCENARIOS["isolate-leader"], s).report.duplicated for s in range(5))
