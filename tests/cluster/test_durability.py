@@ -110,6 +110,9 @@ def test_a_node_restarted_without_id_and_priority_flags_keeps_them(cluster):
         del node.args[at:at + 2]
     cluster.restart(1)
     cluster.wait_formed(30)
-    members = {m["node"]: m for m in cluster.view(0)["members"]}
-    assert members["node2"]["alive"] and members["node2"]["priority"] == 2
-    assert members["node2"]["role"] == "follower"  # still ranked second
+
+    def node2_back():  # the leader saw it die; it is alive and following again soon after
+        members = {m["node"]: m for m in cluster.view(0)["members"]}
+        return members["node2"]["alive"] and members["node2"]["role"] == "follower" and members
+    members = wait_for(node2_back, 30, "node1 to see node2 alive and following again")
+    assert members["node2"]["priority"] == 2  # still ranked second

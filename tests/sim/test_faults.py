@@ -119,9 +119,9 @@ def _traffic(link: LinkModel) -> tuple[int, int, int]:
             gaps.append(command)
         send(node, command)
 
-    def spy_step(node, events, kind):
+    def spy_step(node, events, kind, *due):
         handled.append(kind)
-        step(node, events, kind)
+        step(node, events, kind, *due)
     world._do[Send], world._step = spy_send, spy_step
     Clients(world, Workload(rate_per_s=100, stop_s=4.0)).start()
     world.run_until(5.0)
