@@ -41,7 +41,20 @@ async def fill(address: str, cluster_dir, tasks: int) -> None:
             await asyncio.sleep(0.1)
 
 
-def one_run(tasks: int, watch_s: float, node_args: list[str]) -> dict:
+ELECTION_LOG = ("leader_elected", "stepped_down", "leader_accepted", "node_dead", "election", "gather")
+
+
+def election_log(cluster: LocalCluster) -> str:
+    """Every node's log lines about elections and deaths, merged in time order."""
+    lines = []
+    for node in cluster.nodes:
+        if node.log_path.exists():
+            lines += [f"{line[:23]} {node.node_id}: {line[24:]}" for line in node.log_path.read_text(errors="replace").splitlines()
+                      if any(word in line for word in ELECTION_LOG)]
+    return "\n".join(sorted(lines))
+
+
+def one_run(tasks: int, watch_s: float, node_args: list[str], show_log: bool = False) -> dict:
     with LocalCluster(3, slots=2, extra_args=node_args) as cluster:
         asyncio.run(fill(cluster.nodes[2].address, cluster.cluster_dir, tasks))
         held = cluster.client(0).stats()["tasks"]
@@ -63,6 +76,8 @@ def one_run(tasks: int, watch_s: float, node_args: list[str]) -> dict:
         started = time.monotonic()
         client = cluster.client(0)
         client.result(client.submit("noop"), wait=True, timeout_s=60)
+        if show_log:
+            print(election_log(cluster), flush=True)
         return {"tasks_held": held, "terms_seen": len(terms), "terms": terms,
                 "node3_leads_after_s": None if back_s is None else round(back_s, 2),
                 "submit_wait_s": round(time.monotonic() - started, 3)}
@@ -74,10 +89,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--watch", type=float, default=40.0)
     parser.add_argument("--node-args", default="", help='more flags for every node, e.g. "--retain-finished 100000"')
+    parser.add_argument("--show-log", action="store_true", help="print the nodes' election log lines after each run")
     args = parser.parse_args()
     results = []
     for run in range(args.runs):
-        result = one_run(args.tasks, args.watch, shlex.split(args.node_args))
+        result = one_run(args.tasks, args.watch, shlex.split(args.node_args), args.show_log)
         print(f"  run {run + 1}: {json.dumps(result)}", flush=True)
         results.append(result)
     print(json.dumps({"tasks": args.tasks, "runs": len(results),

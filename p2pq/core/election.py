@@ -307,11 +307,13 @@ class ElectionMixin(_Base):
         offer_id = self.rng.getrandbits(62) + 1
         self.offer_ids.add(offer_id)
         mine = self.table.digests()
-        for n, records in enumerate(parts):
-            last = n == len(parts) - 1
-            self._send(self.leader, StateOffer(self.term, tuple(records), running if last else (),
-                                               tuple(self.forgotten) if last else (), n, len(parts),
-                                               mine if last else b"", offer_id if last else 0))
+        self._drop_bulk("offer")  # an offer to an earlier leader is moot
+        last = len(parts) - 1
+        self._send_parts(self.leader, "offer", [
+            StateOffer(self.term, tuple(records), running if n == last else (),
+                       tuple(self.forgotten) if n == last else (), n, len(parts),
+                       mine if n == last else b"", offer_id if n == last else 0)
+            for n, records in enumerate(parts)])
 
     def _maybe_take_over(self) -> None:
         """Step 6: a caught-up node that outranks its leader bullies it."""

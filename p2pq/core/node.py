@@ -11,6 +11,7 @@ membership and failure detection, and the client-facing requests.
 from __future__ import annotations
 
 import traceback
+from collections import deque
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -33,6 +34,11 @@ if TYPE_CHECKING:
 
 # Messages only a leader sends; they are obeyed only under the accepted term (G3).
 _FROM_LEADER = (Heartbeat, Append, Dispatch, CancelRun, FinishedAck)
+# Records of snapshot and offer parts sent per tick (at least one part): about
+# 30 ms of encoding for the sender and 70 ms of decoding and merging for the
+# receiver, so a big table never holds the heartbeats up (10,000 records/s).
+BULK_RECORDS = 2048
+BULK_BYTES = 4 * 1024 * 1024  # records' estimated size: big arguments go 20 MB/s
 
 
 @dataclass(slots=True)
@@ -114,6 +120,8 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
         self.relay_counter = 0  # relay ids count down from -1: the drivers' ids are >= 0
         self.answered_by: NodeId | None = None  # the highest node that answered our election
         self.waiters: dict[str, list[tuple[NodeId, int]]] = {}
+        # many-part messages (snapshots, offers) still to send, a few records' worth per step
+        self.bulk: dict[tuple[NodeId, str], deque] = {}
         # output of the current step
         self.out: list[Command] = []
         self.persist: list[Command] = []
@@ -251,6 +259,7 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
                 self._reply(target, error("leader_changed", "leadership changed; wait again"))
         self.pending, self.waiters = [], {}
         self.followers, self.assigned = {}, {}
+        self._drop_bulk("snapshot")
         self.log, self.log_base, self.commit = [], 0, 0
         self.out.append(Note("stepped_down", {"node": self.id, "term": str(self.term), "reason": reason}))
 
@@ -273,6 +282,36 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
 
     def _send(self, to: NodeId, message: Any) -> None:
         self.out.append(Send(to, message))
+
+    def _send_parts(self, to: NodeId, kind: str, parts: list) -> None:
+        """Send the parts of a snapshot or an offer: the first now, the rest at the next ticks.
+
+        Each step sends at most `BULK_RECORDS` records and `BULK_BYTES` (at
+        least one part), now and then at every tick. All at once, a big
+        table would hold its sender's loop for seconds (encoding 100,000
+        records: about 2 s) and queue megabytes ahead of the heartbeats on
+        the same connection, while the receiver decodes them. A newer send of
+        the same kind to the same node replaces what is left of the older one
+        (a receiver takes a partial one as lost and is sent or asked again).
+        """
+        self.bulk[(to, kind)] = deque(parts)
+        self._send_bulk()
+
+    def _drop_bulk(self, kind: str) -> None:
+        for key in [key for key in self.bulk if key[1] == kind]:
+            del self.bulk[key]
+
+    def _send_bulk(self) -> None:
+        records, size = BULK_RECORDS, BULK_BYTES
+        for key in list(self.bulk):
+            queue = self.bulk[key]
+            while queue and records > 0 and size > 0:
+                message = queue.popleft()
+                self._send(key[0], message)
+                records -= max(1, len(message.records))
+                size -= sum(r.approx_bytes for r in message.records)
+            if not queue:
+                del self.bulk[key]
 
     # -- membership and failure detection ---------------------------------------------------
     def _add_peer(self, node: NodeId, priority: int, address: tuple | None) -> Peer:
@@ -366,12 +405,14 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
             # Armed first: the heartbeat must go on even if this tick's work fails.
             self.out.append(SetTimer("tick", self.now + self.config.heartbeat_interval_s))
             self._tick()
+            self._send_bulk()
         elif name == "election":
             self._on_election_timer()
         elif name == "gather":
             self._on_gather_timer()
         elif name == "retry":
             self._on_retry_timer()
+
 
     def _tick(self) -> None:
         if self.stopping:

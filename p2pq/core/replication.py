@@ -128,11 +128,11 @@ class ReplicationMixin(_Base):
         index = self.last_index
         offer_id, theirs = self.peer_offers.get(node, (0, b""))
         parts = chunks(self.table.values_unlike(theirs), self.config.max_batch, self.config.max_chunk_bytes)
-        for n, records in enumerate(parts):
-            last = n == len(parts) - 1
-            self._send(node, Append(self.term, 0, index, tuple(records), snapshot=True,
-                                    forgotten=tuple(self.forgotten) if last else (), sent_at=self.now,
-                                    part=n, parts=len(parts), based_on=offer_id if theirs else 0))
+        self._send_parts(node, "snapshot", [
+            Append(self.term, 0, index, tuple(records), snapshot=True,
+                   forgotten=tuple(self.forgotten) if n == len(parts) - 1 else (), sent_at=self.now,
+                   part=n, parts=len(parts), based_on=offer_id if theirs else 0)
+            for n, records in enumerate(parts)])
         progress.needs_snapshot = False
         progress.snapshot_based_on = offer_id if theirs else 0
         progress.snapshot_parts = len(parts)

@@ -199,7 +199,7 @@ class SchedulerMixin(_Base):
     def _rebuild_assignments(self) -> None:
         """A new leader learns who runs what from the merged table (and times nodes afresh)."""
         self.assigned, self.task_time_s, self.last_result_at = {}, {}, {}
-        for record in self.table.values():
+        for record in self.table.with_running_attempts():
             for attempt in record.running_attempts():
                 if attempt.node == self.id and attempt.attempt_id not in self.executing:
                     self._lose_attempt(record.task_id, attempt.attempt_id)

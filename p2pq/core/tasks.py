@@ -274,6 +274,12 @@ class TaskRecord:
     def running_attempts(self) -> Iterator[Attempt]:
         return (a for a in self.attempts if a.running)
 
+    def has_running_attempt(self) -> bool:
+        for a in self.attempts:
+            if a.running:
+                return True
+        return False
+
     def attempt(self, attempt_id: str) -> Attempt | None:
         for a in self.attempts:
             if a.attempt_id == attempt_id:
@@ -434,6 +440,8 @@ class TaskTable:
         # Per bucket of task ids, the XOR of the records' fingerprints: two tables
         # compare bucket by bucket, and only records of differing buckets travel.
         self._digests = [0] * DIGEST_BUCKETS
+        self._buckets: list[dict[str, None]] = [{} for _ in range(DIGEST_BUCKETS)]  # ids, in arrival order
+        self._running: dict[str, None] = {}  # ids of the records with an attempt still running
 
     def __len__(self) -> int:
         return len(self.records)
@@ -450,10 +458,18 @@ class TaskTable:
         new = record if old is None else old.join(record)
         if new is old:
             return None
-        self.records[record.task_id] = new
-        self._digests[bucket_of(record.task_id)] ^= new.fingerprint ^ (old.fingerprint if old is not None else 0)
+        task_id = record.task_id
+        self.records[task_id] = new
+        bucket = bucket_of(task_id)
+        self._digests[bucket] ^= new.fingerprint ^ (old.fingerprint if old is not None else 0)
         if old is not None:
             self.counts[old.state] -= 1
+        else:
+            self._buckets[bucket][task_id] = None
+        if new.has_running_attempt():
+            self._running[task_id] = None
+        elif old is not None:
+            self._running.pop(task_id, None)
         state = new.state
         self.counts[state] += 1
         if state.terminal and (old is None or not old.state.terminal):
@@ -528,7 +544,10 @@ class TaskTable:
         """Drop a record (pruned); its heap entry, if any, is skipped lazily."""
         record = self.records.pop(task_id, None)
         if record is not None:
-            self._digests[bucket_of(task_id)] ^= record.fingerprint
+            bucket = bucket_of(task_id)
+            self._digests[bucket] ^= record.fingerprint
+            del self._buckets[bucket][task_id]
+            self._running.pop(task_id, None)
             self.counts[record.state] -= 1
             self._queued.discard(task_id)
         return record
@@ -548,7 +567,12 @@ class TaskTable:
         buckets = differing_buckets(self.digests(), theirs)
         if buckets is None:
             return self.records.values()
-        return [r for task_id, r in self.records.items() if bucket_of(task_id) in buckets] if buckets else []
+        records = self.records
+        return [records[task_id] for bucket in sorted(buckets) for task_id in self._buckets[bucket]]
+
+    def with_running_attempts(self) -> list[TaskRecord]:
+        """The records with an attempt still running (a new leader's assignments), without a scan."""
+        return [self.records[task_id] for task_id in self._running]
 
 
 def describe(record: TaskRecord) -> dict[str, Any]:

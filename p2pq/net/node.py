@@ -150,6 +150,18 @@ def next_step(events: list, hold_timers: bool = False) -> tuple[list, list]:
     return step + timers, rest
 
 
+def describe_events(events: list) -> str:
+    """'3 state_offer (3,072 records), 1 TimerFired': what a step handled, for a log line."""
+    counts: dict[str, list[int]] = {}
+    for event in events:
+        kind = event.message.TYPE if type(event) is MessageReceived else type(event).__name__
+        entry = counts.setdefault(kind, [0, 0])
+        entry[0] += 1
+        entry[1] += len(getattr(event.message, "records", ())) if type(event) is MessageReceived else 0
+    return ", ".join(f"{n} {kind}" + (f" ({records:,} records)" if records else "")
+                     for kind, (n, records) in counts.items())
+
+
 class StepLoad:
     """Whether steps come under load: a moving average of the events each one takes."""
 
@@ -390,7 +402,10 @@ class NodeRuntime:
                 self._journal_failed(written.exception())
             else:
                 self._carry_out(commands)
-            if loop.time() - started_s > stall_s and not hold:
+            took_s = loop.time() - started_s
+            if took_s > stall_s:
+                log.info("a step took %.2f s (%s)", took_s, describe_events(events))
+            if took_s > stall_s and not hold:
                 # The loop stood still: what peers sent meanwhile waits in the
                 # sockets, unread. Timers wait a heartbeat while the readers catch
                 # up, or a failure timer would find a live leader silent. Once per

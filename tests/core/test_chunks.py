@@ -7,8 +7,9 @@ from dataclasses import replace
 import pytest
 
 from helpers import make_leader, node, of, recv, sends
-from p2pq.core.events import ClientRequested, Reply
-from p2pq.core.messages import Append, AppendAck, Coordinator, StateOffer, Submit
+from p2pq.core import node as core_node
+from p2pq.core.events import ClientRequested, Reply, TimerFired
+from p2pq.core.messages import Append, AppendAck, Coordinator, HeartbeatAck, StateOffer, Submit
 from p2pq.core.tasks import TaskRecord, TaskSpec, chunks
 from p2pq.core.types import Config, Term
 
@@ -105,11 +106,45 @@ def test_a_big_state_offer_comes_in_parts_and_counts_only_when_whole():
     assert "n1" in leader.offers_from and len(leader.table) == 10
 
 
+def test_a_big_snapshot_goes_a_few_records_per_tick_and_what_comes_meanwhile_is_handled(monkeypatch):
+    monkeypatch.setattr(core_node, "BULK_RECORDS", 3)
+    n3 = leader_holding(12)
+
+    def snapshot_parts(out):
+        return [a for a in sends(out, Append, to="n2") if a.snapshot]
+    n3.followers["n2"].needs_snapshot = True
+    out = n3.handle(ClientRequested(2, Submit((("late", TaskSpec("builtin", "noop")),))), 3.0)
+    first = snapshot_parts(out)
+    assert sum(len(a.records) for a in first[:-1]) < 3 <= sum(len(a.records) for a in first)
+    assert first[0].parts > len(first)
+    out = recv(n3, "n2", HeartbeatAck(n3.term, 1, ()), 3.01)  # handled between two ticks: no parts
+    assert snapshot_parts(out) == []
+    parts, now = list(first), 3.0
+    while n3.bulk:
+        now += n3.config.heartbeat_interval_s
+        out = n3.handle(TimerFired("tick"), now)
+        assert sum(len(a.records) for a in snapshot_parts(out)[:-1]) < 3
+        parts += snapshot_parts(out)
+    assert [p.part for p in parts] == list(range(first[0].parts))  # every part, in order, once
+    assert {r.task_id for p in parts for r in p.records} == set(n3.table.records)
+
+    n3.followers["n2"].needs_snapshot = True  # a newer snapshot replaces what is left of an older one
+    old = snapshot_parts(n3.handle(ClientRequested(3, Submit((("later", TaskSpec("builtin", "noop")),))), 4.0))
+    n3.followers["n2"].needs_snapshot = True
+    new = snapshot_parts(n3.handle(ClientRequested(4, Submit((("last", TaskSpec("builtin", "noop")),))), 4.1))
+    assert new[0].part == 0 and new[0].last_index > old[0].last_index
+    out = n3.handle(TimerFired("tick"), 4.2)
+    assert {a.last_index for a in snapshot_parts(out)} == {new[0].last_index}
+
+
+@pytest.mark.parametrize("bulk_records", [core_node.BULK_RECORDS, 3])
 @pytest.mark.parametrize("scenario", ["leader-crash", "crash-restart", "isolate-leader", "lossy-links"])
-def test_the_cluster_survives_faults_with_every_table_in_many_parts(scenario):
-    """The simulator, codec in the loop, with a cap so small that every snapshot and offer has parts."""
+def test_the_cluster_survives_faults_with_every_table_in_many_parts(scenario, bulk_records, monkeypatch):
+    """The simulator, codec in the loop, with a cap so small that every snapshot and offer has
+    parts; and with only a few records' worth of parts sent per step."""
     from p2pq.sim.runner import run
     from p2pq.sim.scenarios import SCENARIOS
+    monkeypatch.setattr(core_node, "BULK_RECORDS", bulk_records)
     for seed in range(3):
         config = replace(Config(), max_chunk_bytes=2000)
         result = run(scenario, SCENARIOS[scenario], seed, config=config, keep_world=True)

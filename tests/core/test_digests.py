@@ -145,3 +145,28 @@ def make_leader_by_offers(leader, members) -> list:
         out += recv(leader, name, offer, 1.32)
     assert leader.role.value == "leader"
     return out
+
+
+def running(i: int, node_id: str = "n2") -> TaskRecord:
+    return TaskRecord(f"t{i:05d}", SPEC, (1, i), 0.0, attempts=(Attempt(f"r{i}", node_id, 1.0, None),))
+
+
+def test_the_table_finds_a_bucket_s_records_and_the_running_ones_without_a_scan():
+    rng = random.Random(7)
+    table, other = TaskTable(), TaskTable()
+    for step in range(3000):
+        i = rng.randrange(400)
+        choice = rng.random()
+        if choice < 0.1:
+            table.remove(f"t{i:05d}")
+        else:
+            record = (queued, running, finished)[int(choice * 3) % 3](i)
+            table.merge(record)
+            if rng.random() < 0.5:
+                other.merge(record)
+    buckets = differing_buckets(table.digests(), other.digests())
+    assert buckets  # the tables differ somewhere
+    expected = {t for t in table.records if bucket_of(t) in buckets}
+    assert {r.task_id for r in table.values_unlike(other.digests())} == expected
+    assert sorted(r.task_id for r in table.with_running_attempts()) == sorted(
+        t for t, r in table.records.items() if any(a.running for a in r.attempts))
