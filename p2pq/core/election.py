@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 
 from .events import Note, PersistTerm, SetTimer
 from .messages import Answer, Coordinator, Election, Reject, StateOffer
-from .tasks import chunks, next_part
+from .tasks import next_part, stream_chunks
 from .types import Rank, Role, Term
 
 if TYPE_CHECKING:
@@ -301,19 +301,20 @@ class ElectionMixin(_Base):
         if again and self.now - self.offer_sent_at < wait_s:
             return  # decided before cutting the table into parts again: that is the costly part
         theirs = self.leader_digests[1] if self.leader_digests and self.leader_digests[0] == self.term else b""
-        parts = chunks(self.table.values_unlike(theirs), self.config.max_batch, self.config.max_chunk_bytes)
-        self.offer_sent_at, self.offer_sent_parts = self.now, len(parts)
+        records = list(self.table.values_unlike(theirs))
+        self.offer_sent_at = self.now
+        self.offer_sent_parts = max(1, -(-len(records) // self.config.max_batch))
         running = tuple((r.task_id, r.attempt(a)) for a, r in self.executing.items())
         offer_id = self.rng.getrandbits(62) + 1
         self.offer_ids.add(offer_id)
-        mine = self.table.digests()
+        term, mine, forgotten = self.term, self.table.digests(), tuple(self.forgotten)
+
+        def parts():  # cut as they go, like a snapshot's (ReplicationMixin._send_snapshot)
+            for n, chunk, last in stream_chunks(records, self.config.max_batch, self.config.max_chunk_bytes):
+                yield StateOffer(term, tuple(chunk), running if last else (), forgotten if last else (),
+                                 n, n + 1 if last else n + 2, mine if last else b"", offer_id if last else 0)
         self._drop_bulk("offer")  # an offer to an earlier leader is moot
-        last = len(parts) - 1
-        self._send_parts(self.leader, "offer", [
-            StateOffer(self.term, tuple(records), running if n == last else (),
-                       tuple(self.forgotten) if n == last else (), n, len(parts),
-                       mine if n == last else b"", offer_id if n == last else 0)
-            for n, records in enumerate(parts)])
+        self._send_parts(self.leader, "offer", parts())
 
     def _maybe_take_over(self) -> None:
         """Step 6: a caught-up node that outranks its leader bullies it."""

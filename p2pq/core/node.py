@@ -11,9 +11,8 @@ membership and failure detection, and the client-facing requests.
 from __future__ import annotations
 
 import traceback
-from collections import deque
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from .compaction import CompactionMixin
 from .election import ElectionMixin
@@ -121,7 +120,7 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
         self.answered_by: NodeId | None = None  # the highest node that answered our election
         self.waiters: dict[str, list[tuple[NodeId, int]]] = {}
         # many-part messages (snapshots, offers) still to send, a few records' worth per step
-        self.bulk: dict[tuple[NodeId, str], deque] = {}
+        self.bulk: dict[tuple[NodeId, str], Iterator] = {}
         # output of the current step
         self.out: list[Command] = []
         self.persist: list[Command] = []
@@ -283,18 +282,19 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
     def _send(self, to: NodeId, message: Any) -> None:
         self.out.append(Send(to, message))
 
-    def _send_parts(self, to: NodeId, kind: str, parts: list) -> None:
+    def _send_parts(self, to: NodeId, kind: str, parts: Iterator) -> None:
         """Send the parts of a snapshot or an offer: the first now, the rest at the next ticks.
 
         Each step sends at most `BULK_RECORDS` records and `BULK_BYTES` (at
-        least one part), now and then at every tick. All at once, a big
-        table would hold its sender's loop for seconds (encoding 100,000
-        records: about 2 s) and queue megabytes ahead of the heartbeats on
-        the same connection, while the receiver decodes them. A newer send of
-        the same kind to the same node replaces what is left of the older one
-        (a receiver takes a partial one as lost and is sent or asked again).
+        least one part), now and then at every tick, and parts are cut only
+        as they go. All at once, a big table held its sender's loop for
+        seconds (measuring and encoding 100,000 records) and queued megabytes
+        ahead of the heartbeats on the same connection while the receiver
+        decoded them. A newer send of the same kind to the same node replaces
+        what is left of the older one (a receiver takes a partial one as
+        lost and is sent or asked again).
         """
-        self.bulk[(to, kind)] = deque(parts)
+        self.bulk[(to, kind)] = parts
         self._send_bulk()
 
     def _drop_bulk(self, kind: str) -> None:
@@ -304,14 +304,18 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
     def _send_bulk(self) -> None:
         records, size = BULK_RECORDS, BULK_BYTES
         for key in list(self.bulk):
-            queue = self.bulk[key]
-            while queue and records > 0 and size > 0:
-                message = queue.popleft()
+            parts = self.bulk[key]
+            while records > 0 and size > 0:
+                message = next(parts, None)
+                if message is None:
+                    del self.bulk[key]
+                    break
                 self._send(key[0], message)
                 records -= max(1, len(message.records))
                 size -= sum(r.approx_bytes for r in message.records)
-            if not queue:
-                del self.bulk[key]
+                if message.part == message.parts - 1:
+                    del self.bulk[key]
+                    break
 
     # -- membership and failure detection ---------------------------------------------------
     def _add_peer(self, node: NodeId, priority: int, address: tuple | None) -> Peer:

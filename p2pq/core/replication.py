@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 from .events import PersistRecords  # noqa: F401  (re-exported for drivers)
 from .messages import Append, AppendAck
-from .tasks import TaskRecord, chunks, next_part
+from .tasks import TaskRecord, next_part, stream_chunks
 from .types import NodeId, Role
 
 if TYPE_CHECKING:
@@ -127,15 +127,17 @@ class ReplicationMixin(_Base):
         """
         index = self.last_index
         offer_id, theirs = self.peer_offers.get(node, (0, b""))
-        parts = chunks(self.table.values_unlike(theirs), self.config.max_batch, self.config.max_chunk_bytes)
-        self._send_parts(node, "snapshot", [
-            Append(self.term, 0, index, tuple(records), snapshot=True,
-                   forgotten=tuple(self.forgotten) if n == len(parts) - 1 else (), sent_at=self.now,
-                   part=n, parts=len(parts), based_on=offer_id if theirs else 0)
-            for n, records in enumerate(parts)])
+        records = list(self.table.values_unlike(theirs))
+        term, based_on, forgotten = self.term, offer_id if theirs else 0, tuple(self.forgotten)
+
+        def parts():  # cut as they go (_send_parts): `parts` is part + 1 on the last one, more before
+            for n, chunk, last in stream_chunks(records, self.config.max_batch, self.config.max_chunk_bytes):
+                yield Append(term, 0, index, tuple(chunk), snapshot=True, forgotten=forgotten if last else (),
+                             sent_at=self.now, part=n, parts=n + 1 if last else n + 2, based_on=based_on)
+        self._send_parts(node, "snapshot", parts())
         progress.needs_snapshot = False
-        progress.snapshot_based_on = offer_id if theirs else 0
-        progress.snapshot_parts = len(parts)
+        progress.snapshot_based_on = based_on
+        progress.snapshot_parts = max(1, -(-len(records) // self.config.max_batch))
         progress.snapshot_index = index
         progress.sent = index
         progress.sent_at = self.now

@@ -340,18 +340,31 @@ def approx_bytes(value: Any) -> int:
     return 9
 
 
-def chunks(records: Iterable[TaskRecord], max_records: int, max_bytes: int) -> list[list[TaskRecord]]:
-    """Records in consecutive chunks of at most max_records and about max_bytes (a big record alone)."""
-    out: list[list[TaskRecord]] = [[]]
-    size = 0
-    for record in records:
-        n = record.approx_bytes
-        if out[-1] and (len(out[-1]) >= max_records or size + n > max_bytes):
-            out.append([])
-            size = 0
-        out[-1].append(record)
-        size += n
-    return out
+def stream_chunks(records: list[TaskRecord], max_records: int,
+                  max_bytes: int) -> Iterator[tuple[int, list[TaskRecord], bool]]:
+    """Records in consecutive chunks of at most max_records and about max_bytes (a big
+    record alone), cut as they are consumed: (part number, records, last?).
+
+    A sender that paces a big snapshot measures each record only when its
+    part goes, instead of the whole table in one step. At least one part,
+    empty for no records.
+    """
+    n, at, end = 0, 0, len(records)
+    while True:
+        chunk: list[TaskRecord] = []
+        size = 0
+        while at < end:
+            record = records[at]
+            size_of = record.approx_bytes
+            if chunk and (len(chunk) >= max_records or size + size_of > max_bytes):
+                break
+            chunk.append(record)
+            size += size_of
+            at += 1
+        yield n, chunk, at >= end
+        if at >= end:
+            return
+        n += 1
 
 
 def next_part(progress: tuple | None, key: object, part: int, parts: int) -> tuple[tuple | None, bool | None]:

@@ -10,7 +10,7 @@ from helpers import make_leader, node, of, recv, sends
 from p2pq.core import node as core_node
 from p2pq.core.events import ClientRequested, Reply, TimerFired
 from p2pq.core.messages import Append, AppendAck, Coordinator, HeartbeatAck, StateOffer, Submit
-from p2pq.core.tasks import TaskRecord, TaskSpec, chunks
+from p2pq.core.tasks import TaskRecord, TaskSpec, stream_chunks
 from p2pq.core.types import Config, Term
 
 SMALL = replace(Config(), max_chunk_bytes=1500)
@@ -21,6 +21,13 @@ def records(n: int, arg_bytes: int = 300) -> list[TaskRecord]:
             for i in range(n)]
 
 
+def chunks(records, max_records, max_bytes):
+    parts = list(stream_chunks(records, max_records, max_bytes))
+    assert [n for n, _, _ in parts] == list(range(len(parts)))
+    assert [last for _, _, last in parts] == [False] * (len(parts) - 1) + [True]
+    return [chunk for _, chunk, _ in parts]
+
+
 def test_chunks_keep_to_the_byte_cap_and_put_a_big_record_alone():
     rs = records(10)
     parts = chunks(rs, 1024, 1500)
@@ -29,6 +36,7 @@ def test_chunks_keep_to_the_byte_cap_and_put_a_big_record_alone():
     big = TaskRecord("big", TaskSpec("builtin", "echo", ("y" * 5000,)), (1, 99), 0.0)
     assert chunks([rs[0], big, rs[1]], 1024, 1500) == [[rs[0]], [big], [rs[1]]]
     assert chunks(rs, 3, 10**9) == [rs[0:3], rs[3:6], rs[6:9], rs[9:10]]
+    assert chunks([], 3, 10**9) == [[]]  # an empty table still sends its one (last) part
 
 
 def leader_holding(n_tasks: int):
@@ -52,7 +60,8 @@ def snapshot_for_a_new_follower(n3) -> list[Append]:
     out = n3.handle(ClientRequested(2, Submit((("late", TaskSpec("builtin", "noop")),))), 3.0)
     parts = [a for a in sends(out, Append, to="n2") if a.snapshot]
     assert len(parts) > 2 and [p.part for p in parts] == list(range(len(parts)))
-    assert {p.parts for p in parts} == {len(parts)}
+    # cut as they go: each part says one more follows, the last that it is the last
+    assert [p.parts for p in parts] == [n + 2 for n in range(len(parts) - 1)] + [len(parts)]
     return parts
 
 
@@ -116,7 +125,7 @@ def test_a_big_snapshot_goes_a_few_records_per_tick_and_what_comes_meanwhile_is_
     out = n3.handle(ClientRequested(2, Submit((("late", TaskSpec("builtin", "noop")),))), 3.0)
     first = snapshot_parts(out)
     assert sum(len(a.records) for a in first[:-1]) < 3 <= sum(len(a.records) for a in first)
-    assert first[0].parts > len(first)
+    assert first[-1].part < first[-1].parts - 1  # more to come
     out = recv(n3, "n2", HeartbeatAck(n3.term, 1, ()), 3.01)  # handled between two ticks: no parts
     assert snapshot_parts(out) == []
     parts, now = list(first), 3.0
@@ -125,7 +134,7 @@ def test_a_big_snapshot_goes_a_few_records_per_tick_and_what_comes_meanwhile_is_
         out = n3.handle(TimerFired("tick"), now)
         assert sum(len(a.records) for a in snapshot_parts(out)[:-1]) < 3
         parts += snapshot_parts(out)
-    assert [p.part for p in parts] == list(range(first[0].parts))  # every part, in order, once
+    assert [p.part for p in parts] == list(range(parts[-1].parts))  # every part, in order, once
     assert {r.task_id for p in parts for r in p.records} == set(n3.table.records)
 
     n3.followers["n2"].needs_snapshot = True  # a newer snapshot replaces what is left of an older one
