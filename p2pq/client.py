@@ -28,7 +28,7 @@ from p2pq.core.tasks import TaskSpec
 
 DEFAULT_PORT = 7470
 # The cluster is between leaders or replacing a follower: worth another try.
-RETRYABLE = {"no_leader", "leader_changed", "unreplicated", "not_leader"}
+RETRYABLE = {"no_leader", "leader_changed", "unreplicated"}
 
 
 class P2PQError(Exception):

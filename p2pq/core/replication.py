@@ -47,7 +47,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .events import PersistRecords  # noqa: F401  (re-exported for drivers)
 from .messages import Append, AppendAck
 from .tasks import TaskRecord, next_part, stream_chunks
 from .types import NodeId, Role

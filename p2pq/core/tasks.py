@@ -547,12 +547,6 @@ class TaskTable:
             victims.append(task_id)
         return victims
 
-    def requeue(self, record: TaskRecord) -> None:
-        """Put a task back in the heap (its record says queued again)."""
-        if record.task_id not in self._queued and record.state is TaskState.QUEUED:
-            self._queued.add(record.task_id)
-            heapq.heappush(self._heap, (record.spec.priority, record.seq, record.task_id))
-
     def remove(self, task_id: str) -> TaskRecord | None:
         """Drop a record (pruned); its heap entry, if any, is skipped lazily."""
         record = self.records.pop(task_id, None)
@@ -564,9 +558,6 @@ class TaskTable:
             self.counts[record.state] -= 1
             self._queued.discard(task_id)
         return record
-
-    def queued_count(self) -> int:
-        return self.counts[TaskState.QUEUED]
 
     def values(self) -> Iterable[TaskRecord]:
         return self.records.values()

@@ -219,7 +219,6 @@ class NodeRuntime:
         self._events: list[Any] = []
         self._outbox: asyncio.Queue = asyncio.Queue()  # (journal write, commands) per batch, in order
         self._wake = asyncio.Event()
-        self._stopped = asyncio.Event()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tick_due: float | None = None  # loop time the armed tick is due
         self.tick_lateness = Lateness()
@@ -327,10 +326,6 @@ class NodeRuntime:
                 await part.close()
         if self.store is not None:
             self.store.close()
-        self._stopped.set()
-
-    async def wait_stopped(self) -> None:
-        await self._stopped.wait()
 
     def _spawn(self, coro, name: str) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro, name=name)

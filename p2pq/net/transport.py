@@ -425,10 +425,8 @@ class Transport:
             self.stats.callback_errors += 1
             log.exception("%s callback raised", what)
 
-    def _peer_hello(self, peer_id: str, hello: Message, remote_host: str | None) -> None:
-        # remote_host lets the driver replace a 0.0.0.0 "listen" with a dialable IP.
-        info = {**hello, "remote_host": remote_host}
-        self._call("on_peer_hello", self._on_peer_hello, peer_id, info)
+    def _peer_hello(self, peer_id: str, hello: Message) -> None:
+        self._call("on_peer_hello", self._on_peer_hello, peer_id, hello)
 
     # --- outbound --------------------------------------------------------
 
@@ -565,7 +563,7 @@ class Transport:
         link.connections += 1
         link.down_since = None
         log.info("connected to %s at %s:%d", peer_id, *address)
-        self._peer_hello(peer_id, hello, address[0])
+        self._peer_hello(peer_id, hello)
         try:
             reason = await self._pump(reader, writer, link.outbox,
                                       lambda msg: self._on_peer_message(peer_id, msg),
@@ -601,7 +599,7 @@ class Transport:
         try:
             cn, kind, hello = await self._accept_handshake(reader, writer)
             if kind == "node":
-                await self._serve_node(cn, hello, reader, writer, task, remote)
+                await self._serve_node(cn, hello, reader, writer, task)
             else:
                 await self._serve_client(cn, reader, writer, remote)
         except _Refused as refused:
@@ -697,13 +695,12 @@ class Transport:
             pass
 
     async def _serve_node(self, cn: str, hello: Message, reader: asyncio.StreamReader,
-                          writer: asyncio.StreamWriter, task: asyncio.Task[Any],
-                          remote: Any) -> None:
+                          writer: asyncio.StreamWriter, task: asyncio.Task[Any]) -> None:
         previous = self._inbound.get(cn)
         self._inbound[cn] = task
         if previous is not None:
             previous.cancel()  # the peer restarted or redialed: the newest wins
-        self._peer_hello(cn, hello, remote[0] if remote else None)
+        self._peer_hello(cn, hello)
         link = self._links.get(cn)
         if link is not None and not link.connected:
             link.wake.set()  # it is back: redial now, not at the end of a long backoff

@@ -28,7 +28,7 @@ DEFAULT_TAIL_CHARS = 4096
 # The cluster's error codes as HTTP statuses; anything else is a 400.
 STATUS_OF = {"unknown_task": 404, "invalid": 400, "conflict": 409, "too_large": 413, "internal": 500,
              "timeout": 504, "no_leader": 503,
-             "leader_changed": 503, "unreplicated": 503, "no_quorum": 503, "not_leader": 503}
+             "leader_changed": 503, "unreplicated": 503, "no_quorum": 503}
 
 
 class ApiError(Exception):

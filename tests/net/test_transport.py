@@ -134,7 +134,7 @@ def test_two_transports_exchange_messages_both_ways(cluster: Path) -> None:
             assert b.transport.connected_peers() == {"node-a"}
             hello = dict(b.hellos)["node-a"]
             assert hello["node_id"] == "node-a" and hello["priority"] == 5
-            assert hello["version"] == 1 and hello["remote_host"] == HOST
+            assert hello["version"] == 1
             assert a.transport.stats.dials == 1 and a.transport.stats.frames_out == 21
         finally:
             await a.transport.close()
