@@ -23,12 +23,11 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from p2pq.core import schema
+from p2pq.core.errors import RETRYABLE, ErrorCode
 from p2pq.core.messages import Cancel, Query, Submit, Wait, decode_client_request, spec_to_wire, to_wire
 from p2pq.core.tasks import TaskSpec
 
 DEFAULT_PORT = 7470
-# The cluster is between leaders or replacing a follower: worth another try.
-RETRYABLE = {"no_leader", "leader_changed", "unreplicated"}
 
 
 class P2PQError(Exception):
@@ -115,12 +114,12 @@ class AsyncClient:
             try:
                 self._identity = ensure_identity(self.cluster_dir, self.cluster_dir / "clients", name, "client")
             except PKIError as exc:
-                raise P2PQError("no_cluster", str(exc)) from None
+                raise P2PQError(ErrorCode.NO_CLUSTER, str(exc)) from None
         host, port = self.address
         try:
             self._channel = await open_client(host, port, self._identity, timeout_s=min(5.0, self.timeout_s))
         except TransportError as exc:
-            raise P2PQError("unreachable", str(exc)) from None
+            raise P2PQError(ErrorCode.UNREACHABLE, str(exc)) from None
 
     async def close(self) -> None:
         if self._channel is not None:
@@ -141,7 +140,7 @@ class AsyncClient:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise P2PQError("timeout", f"gave up after {self.timeout_s:g} s: {last}")
+                raise P2PQError(ErrorCode.TIMEOUT, f"gave up after {self.timeout_s:g} s: {last}")
             try:
                 if self._channel is None:
                     await self.connect()
@@ -150,7 +149,7 @@ class AsyncClient:
                 last = str(exc)
                 await self.close()
             except TransportError as exc:  # the request itself cannot be sent (too large)
-                raise P2PQError("too_large", str(exc)) from None
+                raise P2PQError(ErrorCode.TOO_LARGE, str(exc)) from None
             except P2PQError as exc:
                 if exc.code != "unreachable":
                     raise
@@ -187,14 +186,14 @@ class AsyncClient:
         while True:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
-                raise P2PQError("timeout", f"task {task_id} did not finish within {timeout_s:g} s")
+                raise P2PQError(ErrorCode.TIMEOUT, f"task {task_id} did not finish within {timeout_s:g} s")
             try:
                 step = 3600.0 if remaining is None else remaining
                 reply = await self.request(Wait(task_id), deadline_s=step,
-                                           retry=RETRYABLE | {"timeout"})
+                                           retry=RETRYABLE | {ErrorCode.TIMEOUT})
                 return reply["task"]
             except P2PQError as exc:
-                if exc.code != "timeout":
+                if exc.code != ErrorCode.TIMEOUT:
                     raise
 
     async def list(self, state: str | None = None, limit: int = 50, offset: int = 0) -> dict:

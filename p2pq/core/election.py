@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .errors import ErrorCode
 from .events import Note, PersistTerm, SetTimer
 from .messages import Answer, Coordinator, Election, Reject, StateOffer
 from .tasks import next_part, stream_chunks
@@ -60,7 +61,7 @@ class ElectionMixin(_Base):
             self._step_down(reason)
         self._become(Role.ELECTING)
         if self.leader not in (None, self.id):
-            self._fail_forwarded("leader_changed", to=self.leader)
+            self._fail_forwarded(ErrorCode.LEADER_CHANGED, to=self.leader)
         self.leader = None
         self.out.append(Note("election_started", {"node": self.id, "reason": reason}))
         # Nodes known dead (silent, left, or no answer last time) are not asked;
@@ -270,7 +271,7 @@ class ElectionMixin(_Base):
             self._become(Role.MEMBER)
         self._adopt_term(term)
         if self.leader not in (None, self.id, leader):
-            self._fail_forwarded("leader_changed", to=self.leader)
+            self._fail_forwarded(ErrorCode.LEADER_CHANGED, to=self.leader)
         self.leader = leader
         self.answered_by = None
         self.leader_heard_at = self.now

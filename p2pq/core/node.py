@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from .compaction import CompactionMixin
+from .errors import ErrorCode, error, submit_ack
 from .election import ElectionMixin
 from .events import (ClientRequested, Command, Event, ForgetPeer, MessageReceived, Note, PeerDiscovered,
                      PeerRefused, PersistRecords, Reply, Send, SetTimer, ShutdownRequested, Started,
@@ -53,10 +54,6 @@ class Peer:
     @property
     def rank(self) -> Rank:
         return Rank(self.priority, self.node)
-
-
-def error(code: str, message: str) -> dict:
-    return {"ok": False, "error": code, "message": message}
 
 
 class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin):
@@ -177,7 +174,7 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
             "node": self.id, "event": what if event is not None else "end of step",
             "error": f"{type(exc).__name__}: {exc}"[:500],
             "traceback": "".join(traceback.format_exception(exc))[-4000:]}))
-        body = error("internal", f"the node failed to handle this request ({type(exc).__name__}); "
+        body = error(ErrorCode.INTERNAL, f"the node failed to handle this request ({type(exc).__name__}); "
                      "it is logged there")
         match event:
             case ClientRequested(request_id, _):
@@ -251,11 +248,11 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
         """Leave leadership: every request waiting on it fails so clients retry."""
         for item in self.pending:
             if item.kind == "reply":
-                self._reply(item.target, error("leader_changed", "leadership changed before the "
+                self._reply(item.target, error(ErrorCode.LEADER_CHANGED, "leadership changed before the "
                                                "request was replicated; retry (it is idempotent)"))
         for task_id, targets in self.waiters.items():
             for target in targets:
-                self._reply(target, error("leader_changed", "leadership changed; wait again"))
+                self._reply(target, error(ErrorCode.LEADER_CHANGED, "leadership changed; wait again"))
         self.pending, self.waiters = [], {}
         self.followers, self.assigned = {}, {}
         self._drop_bulk("snapshot")
@@ -336,7 +333,7 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
 
     def _declare_dead(self, peer: Peer, why: str) -> None:
         peer.alive = False
-        self._fail_forwarded("leader_changed", to=peer.node)
+        self._fail_forwarded(ErrorCode.LEADER_CHANGED, to=peer.node)
         self.peer_offers.pop(peer.node, None)
         self.out.append(Note("node_dead", {"node": peer.node, "why": why}))
         if self.role is Role.LEADER:
@@ -593,7 +590,7 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
         else:
             self._send(origin, ForwardReply(request_id, body))
 
-    def _fail_forwarded(self, code: str, to: NodeId | None = None) -> None:
+    def _fail_forwarded(self, code: ErrorCode, to: NodeId | None = None) -> None:
         """Answer the requests we handed to `to` (to anyone: None) with an error to retry."""
         for request_id, target in list(self.forwarded.items()):
             if to is None or target == to:
@@ -635,10 +632,10 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
             self._hand_on(self.answered_by, target, request)
         elif self.config.quorum and not self._has_quorum():
             live = 1 + sum(1 for p in self.peers.values() if p.alive)
-            self._reply(target, error("no_quorum", f"no quorum: this node sees {live} of "
+            self._reply(target, error(ErrorCode.NO_QUORUM, f"no quorum: this node sees {live} of "
                                       f"{self.config.quorum} nodes"))
         else:
-            self._reply(target, error("no_leader", "no leader yet (an election is in progress); "
+            self._reply(target, error(ErrorCode.NO_LEADER, "no leader yet (an election is in progress); "
                                       "retry shortly"))
 
     def _serve(self, target: tuple[NodeId, int], request: Any) -> None:
@@ -652,21 +649,21 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
             case Query(what, params):
                 self._reply(target, self._query(what, params))
             case _:
-                self._reply(target, error("invalid", f"unknown request {type(request).__name__}"))
+                self._reply(target, error(ErrorCode.INVALID, f"unknown request {type(request).__name__}"))
 
     def _submit(self, target: tuple[NodeId, int], tasks: tuple) -> None:
         if self.config.quorum and not self._has_quorum():
-            self._reply(target, error("no_quorum", "no quorum: the leader cannot reach a majority"))
+            self._reply(target, error(ErrorCode.NO_QUORUM, "no quorum: the leader cannot reach a majority"))
             return
         if not self.followers and not self._may_ack_unreplicated():
-            self._reply(target, error("unreplicated", "no other node is reachable to hold a copy "
+            self._reply(target, error(ErrorCode.UNREPLICATED, "no other node is reachable to hold a copy "
                                       "of the task (G1); retry when another node is up"))
             return
         try:
             for _, spec in tasks:
                 spec.validate()
         except ValueError as exc:
-            self._reply(target, error("invalid", str(exc)))
+            self._reply(target, error(ErrorCode.INVALID, str(exc)))
             return
         chosen: dict[str, TaskSpec] = {}
         for task_id, spec in tasks:
@@ -676,7 +673,7 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
             earlier = held.spec if held is not None else chosen.setdefault(task_id, spec)
             if earlier != spec:
                 # A retried submit must carry the same task; a reused id for another one is refused.
-                self._reply(target, error("conflict", f"task {task_id} already exists with a different "
+                self._reply(target, error(ErrorCode.CONFLICT, f"task {task_id} already exists with a different "
                                           "spec; choose another id"))
                 return
         ids = []
@@ -687,8 +684,7 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
                 seq = (self.term.number, self.submit_counter)
                 self._merge(TaskRecord(task_id, spec, seq, self.now))
             ids.append(task_id)
-        self._await_commit("reply", target, {"ok": True, "ids": ids, "replicated": bool(self.followers),
-                                             "leader": self.id, "term": str(self.term)})
+        self._await_commit("reply", target, submit_ack(ids, bool(self.followers), self.id, str(self.term)))
 
     def _cancel(self, target: tuple[NodeId, int], task_id: str) -> None:
         record = self.table.get(task_id)
@@ -719,13 +715,13 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
             return {"ok": True, **self._list(params)}
         if what == "stats":
             return {"ok": True, **self.stats()}
-        return error("invalid", f"unknown query {what!r}")
+        return error(ErrorCode.INVALID, f"unknown query {what!r}")
 
     def _unknown(self, task_id: str) -> dict:
         if task_id in self.forgotten:
-            return error("unknown_task", f"task {task_id} finished and was pruned (retention: "
+            return error(ErrorCode.UNKNOWN_TASK, f"task {task_id} finished and was pruned (retention: "
                          f"{self.config.retain_finished} tasks or {self.config.retain_finished_s:g} s)")
-        return error("unknown_task", f"no task with id {task_id}")
+        return error(ErrorCode.UNKNOWN_TASK, f"no task with id {task_id}")
 
     def _list(self, params: dict) -> dict:
         state = params.get("state")

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from p2pq import PROTOCOL_VERSION
+from p2pq.core.errors import ErrorCode, error
 from p2pq.core.events import (ClientRequested, ForgetPeer, MessageReceived, Note, PeerDiscovered, PeerRefused,
                               Reply, RunTask, Send, SetTimer, ShutdownRequested, Started, StopTask,
                               TaskCompleted, TimerFired)
@@ -478,10 +479,10 @@ class NodeRuntime:
         try:
             request = decode_client_request(to_wire(request))
         except Exception as exc:
-            return {"ok": False, "error": "invalid", "message": _one_line(exc)}
+            return error(ErrorCode.INVALID, _one_line(exc))
         refusal = _refusal(request)
         if refusal is not None:
-            return {"ok": False, "error": "invalid", "message": refusal}
+            return error(ErrorCode.INVALID, refusal)
         future = asyncio.get_running_loop().create_future()
         self._next_request += 1
         self._clients[self._next_request] = (future, None)
@@ -501,7 +502,7 @@ class NodeRuntime:
             except Exception as exc:  # DecodeError; anything else is a decoder bug, refused the same way
                 refusal = _one_line(exc)
         if refusal is not None:
-            conn.send({"type": "reply", "req": req, "ok": False, "error": "invalid", "message": refusal})
+            conn.send({"type": "reply", "req": req, **error(ErrorCode.INVALID, refusal)})
             return
         self._next_request += 1
         self._clients[self._next_request] = (conn, req)
@@ -552,9 +553,9 @@ class NodeRuntime:
             try:
                 conn.send({"type": "reply", "req": req, **body})
             except FrameError as exc:  # a reply over the frame limit: say so instead
-                conn.send({"type": "reply", "req": req, "ok": False, "error": "too_large",
-                           "message": f"the reply is too large to send ({exc}); ask for less "
-                                      "(a smaller --limit, fewer tasks at once)"})
+                conn.send({"type": "reply", "req": req, **error(
+                    ErrorCode.TOO_LARGE, f"the reply is too large to send ({exc}); ask for less "
+                    "(a smaller --limit, fewer tasks at once)")})
 
     def _send(self, to: str, message: Any) -> None:
         if to not in self._addressed:

@@ -35,6 +35,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
 from p2pq.core.tasks import SUCCEEDED, TaskRecord
+from p2pq.stats import percentile
 
 from .history import History
 
@@ -289,10 +290,3 @@ def overlap_s(spans: list[tuple[float, float]]) -> float:
         depth += step
         last = at
     return total
-
-
-def percentile(sorted_values: list[float], p: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    index = min(len(sorted_values) - 1, max(0, round(p / 100 * (len(sorted_values) - 1))))
-    return sorted_values[index]

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from p2pq.core.types import Config
+from p2pq.stats import percentile
 
-from .checker import percentile
 from .export import write_sweeps
 from .faults import leader_of
 from .scenarios import SCENARIOS

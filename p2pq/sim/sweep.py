@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from p2pq.core.types import Config
+from p2pq.stats import percentile
 
-from .checker import Report, percentile
+from .checker import Report
 from .runner import RunResult, run
 from .scenarios import get
 

@@ -39,6 +39,7 @@ import networkx as nx
 from p2pq.core.events import (ClientRequested, ForgetPeer, ForgetRecords, MessageReceived, Note, PeerDiscovered,
                               PeerRefused, PersistRecords, PersistTerm, Reply, RunTask, Send, SetTimer, Started, StopTask,
                               TaskCompleted, TimerFired)
+from p2pq.core.errors import ErrorCode, acknowledged_ids, error
 from p2pq.core.messages import DecodeError, Dispatch, ForwardReply, decode_client_request, from_wire, to_wire
 from p2pq.net.framing import FrameError, decode_body, encode_frame
 from p2pq.core.node import NodeCore
@@ -505,7 +506,7 @@ class World:
 
     def _observe_ack(self, node: SimNode, body: dict) -> None:
         """The leader's own acknowledgment of a submit (not a relay of it by another node)."""
-        if body.get("ok") and body.get("leader") == node.id and "ids" in body:
+        if acknowledged_ids(body) and body.get("leader") == node.id:
             self.history.ack_issued(self.now, node.id, body.get("term", ""))
 
     def _do_run(self, node: SimNode, command: RunTask) -> None:
@@ -590,12 +591,12 @@ class World:
         try:
             frame = encode_frame(wire)
         except (OverflowError, TypeError, ValueError) as exc:  # msgpack cannot carry it: never sent
-            on_reply({"ok": False, "error": "invalid", "message": f"cannot be encoded: {exc}"})
+            on_reply(error(ErrorCode.INVALID, f"cannot be encoded: {exc}"))
             return True
         try:
             request = decode_client_request(decode_body(frame[4:]))
         except (DecodeError, FrameError) as exc:
-            on_reply({"ok": False, "error": "invalid", "message": str(exc)})
+            on_reply(error(ErrorCode.INVALID, str(exc)))
             return True
         return self._request(via, request, on_reply)
 

@@ -38,9 +38,10 @@ from typing import Callable
 import click
 
 from p2pq.client import Client
+from p2pq.stats import percentile
 
 from .cluster import wait_for
-from .history import Recorder, Verdict, Workload, judge, percentile, unavailable_by_cause, wait_drained
+from .history import Recorder, Verdict, Workload, judge, unavailable_by_cause, wait_drained
 from .netns import NetnsCluster, term_key, unavailable_reason, wait_port
 
 SETTLE_S = 60.0

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from p2pq.client import AsyncClient, Client, P2PQError, make_spec, new_task_id
+from p2pq.core.errors import ErrorCode
 from p2pq.core.messages import Submit
 from p2pq.core.tasks import Attempt, TaskRecord, TaskSpec
 from p2pq.sim import history as sim_history
@@ -40,7 +41,7 @@ from .cluster import wait_for
 
 MARK_TASK = "p2pq.testing.history:mark"
 # Worth trying another node: this one is gone, frozen, cut off, or alone.
-SWITCH_NODE_ON = {"unreachable", "timeout", "unreplicated", "no_quorum"}
+SWITCH_NODE_ON = {ErrorCode.UNREACHABLE, ErrorCode.TIMEOUT, ErrorCode.UNREPLICATED, ErrorCode.NO_QUORUM}
 
 
 def mark(task_id: str, log_path: str, sleep_s: float = 0.0) -> str:
@@ -350,17 +351,8 @@ def _record_leaderships(history, notes, kills, end_at: float) -> None:
         close(node, end_at)
 
 
-def percentile(values: list[float], p: float) -> float:
-    """Nearest-rank percentile (p in 0..100) of unsorted `values`."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = max(1, -(-len(ordered) * p // 100))
-    return ordered[int(min(rank, len(ordered))) - 1]
-
-
 __all__ = ["mark", "Recorder", "Workload", "record_from_view", "fetch_table", "wait_drained",
-           "side_effect_runs", "judge", "Verdict", "percentile"]
+           "side_effect_runs", "judge", "Verdict"]
 
 
 def unavailable_by_cause(history: Any, after_s: float | None = None) -> dict[str, tuple[float, int]]:

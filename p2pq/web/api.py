@@ -15,7 +15,8 @@ from typing import Any
 
 from aiohttp import web
 
-from p2pq.client import RETRYABLE, make_spec, new_task_id
+from p2pq.client import make_spec, new_task_id
+from p2pq.core.errors import HTTP_STATUS, RETRYABLE, ErrorCode
 from p2pq.core.messages import Cancel, Query, Submit
 
 from . import model
@@ -25,10 +26,6 @@ MAX_BODY_BYTES = 64 * 1024
 MAX_PAGE = 500
 WRITE_DEADLINE_S = 8.0     # a submit rides over a failover (about 1.5 s) by retrying
 DEFAULT_TAIL_CHARS = 4096
-# The cluster's error codes as HTTP statuses; anything else is a 400.
-STATUS_OF = {"unknown_task": 404, "invalid": 400, "conflict": 409, "too_large": 413, "internal": 500,
-             "timeout": 504, "no_leader": 503,
-             "leader_changed": 503, "unreplicated": 503, "no_quorum": 503}
 
 
 class ApiError(Exception):
@@ -55,7 +52,7 @@ def _dumps(value: Any) -> str:
 
 def refused(reply: dict) -> ApiError:
     code = reply.get("error", "error")
-    return ApiError(STATUS_OF.get(code, 400), code, reply.get("message", "request refused"))
+    return ApiError(HTTP_STATUS.get(code, 400), code, reply.get("message", "request refused"))
 
 
 # -- input checking -------------------------------------------------------------
@@ -121,7 +118,7 @@ async def write(runtime: Any, message: Any) -> dict:
     deadline, delay = time.monotonic() + WRITE_DEADLINE_S, 0.05
     while True:
         reply = await ask(runtime, message)
-        if reply.get("ok") or reply.get("error") not in RETRYABLE | {"timeout"}:
+        if reply.get("ok") or reply.get("error") not in RETRYABLE | {ErrorCode.TIMEOUT}:
             return reply
         if time.monotonic() + delay > deadline:
             return reply

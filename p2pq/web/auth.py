@@ -25,6 +25,8 @@ import ipaddress
 import logging
 from pathlib import Path
 
+from p2pq.core.errors import ErrorCode
+
 log = logging.getLogger("p2pq.web")
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -86,11 +88,11 @@ class Access:
     def _require_token(self, authorization: str, what: str) -> None:
         expected = self.token()
         if expected is None:
-            raise Denied(401, "unauthorized", f"{what} need the cluster token, but "
+            raise Denied(401, ErrorCode.UNAUTHORIZED, f"{what} need the cluster token, but "
                          f"{self.cluster_dir}/token is missing: run `p2pq init`")
         scheme, _, given = authorization.partition(" ")
         if scheme.lower() != "bearer" or not given.strip():
-            raise Denied(401, "unauthorized", f"{what} need the cluster token: send "
+            raise Denied(401, ErrorCode.UNAUTHORIZED, f"{what} need the cluster token: send "
                          "'Authorization: Bearer <contents of CLUSTER_DIR/token>'")
         if not hmac.compare_digest(given.strip().encode(), expected.encode()):
-            raise Denied(401, "unauthorized", "wrong token (see the token file in the cluster directory)")
+            raise Denied(401, ErrorCode.UNAUTHORIZED, "wrong token (see the token file in the cluster directory)")

@@ -20,6 +20,7 @@ import logging
 import time
 from typing import Any
 
+from p2pq.core.errors import ErrorCode, error
 from p2pq.core.messages import Query
 
 from . import model
@@ -38,7 +39,7 @@ async def ask(runtime: Any, message: Any, timeout_s: float = REQUEST_TIMEOUT_S) 
     try:
         return await asyncio.wait_for(runtime.request(message), timeout_s)
     except asyncio.TimeoutError:
-        return {"ok": False, "error": "timeout", "message": f"no answer within {timeout_s:g} s"}
+        return error(ErrorCode.TIMEOUT, f"no answer within {timeout_s:g} s")
 
 
 class Hub:
