@@ -41,7 +41,7 @@ from .errors import ErrorCode
 from .events import Note, PersistTerm, SetTimer
 from .messages import Answer, Coordinator, Election, Reject, StateOffer
 from .tasks import next_part, stream_chunks
-from .types import Rank, Role, Term
+from .types import Rank, Role, Term, Trigger
 
 if TYPE_CHECKING:
     from .node import NodeCore
@@ -59,7 +59,7 @@ class ElectionMixin(_Base):
             return  # a leaving node never stands for election
         if self.role is Role.LEADER or self.role is Role.GATHERING:
             self._step_down(reason)
-        self._become(Role.ELECTING)
+        self._become(Role.ELECTING, Trigger.ELECTION)
         if self.leader not in (None, self.id):
             self._fail_forwarded(ErrorCode.LEADER_CHANGED, to=self.leader)
         self.leader = None
@@ -80,7 +80,7 @@ class ElectionMixin(_Base):
         term = Term(self.max_term.number + 1, self.id)
         self._adopt_term(term)
         self.leader = self.id
-        self._become(Role.GATHERING)
+        self._become(Role.GATHERING, Trigger.NO_ANSWER)
         self.answered_by = None
         self.offers_from = {self.id}
         self.peer_offers = {}  # offers to an earlier leadership of ours: their ids may be stale
@@ -147,7 +147,7 @@ class ElectionMixin(_Base):
                                           or answerer.rank > self.peers[self.answered_by].rank):
             self.answered_by = sender  # client requests go there while we wait (a bridge)
         if self.role is Role.ELECTING and self.peers[sender].rank > self.rank:
-            self._become(Role.WAITING)
+            self._become(Role.WAITING, Trigger.ANSWER)
             self.election_deadline = self.now + self.config.coordinator_timeout_s
             self.out.append(SetTimer("election", self.election_deadline))
 
@@ -160,9 +160,7 @@ class ElectionMixin(_Base):
                 self.out.append(SetTimer("election", self.election_deadline))
             return
         if self.stopping:
-            if self.role in (Role.ELECTING, Role.WAITING):
-                self._become(Role.MEMBER)
-            return
+            return  # a leaving node is a member already (NodeCore._leave)
         if self.role is Role.ELECTING:
             for peer in self.peers.values():
                 if peer.rank > self.rank:
@@ -207,7 +205,7 @@ class ElectionMixin(_Base):
             self._start_election(f"fenced by term {msg.term}")
             return
         self._step_down(f"fenced by term {msg.term}")
-        self._become(Role.MEMBER)
+        self._become(Role.MEMBER, Trigger.FENCED)
         self.leader = None
         self.leader_heard_at = self.now
 
@@ -268,7 +266,7 @@ class ElectionMixin(_Base):
         if self.role in (Role.LEADER, Role.GATHERING):
             self._step_down(f"leader {leader} has newer term {term}")
         if self.role is not Role.MEMBER:
-            self._become(Role.MEMBER)
+            self._become(Role.MEMBER, Trigger.COORDINATOR)
         self._adopt_term(term)
         if self.leader not in (None, self.id, leader):
             self._fail_forwarded(ErrorCode.LEADER_CHANGED, to=self.leader)

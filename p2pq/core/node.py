@@ -26,7 +26,7 @@ from .messages import (Answer, Append, AppendAck, CancelRun, Coordinator, Dispat
 from .replication import FollowerProgress, PendingAck, ReplicationMixin
 from .scheduler import SchedulerMixin
 from .tasks import TaskRecord, TaskSpec, TaskState, TaskTable, describe
-from .types import (TRANSITIONS, ZERO_TERM, Config, IllegalTransition, InvariantViolation, NodeId, Rank,
+from .types import (TRANSITIONS, ZERO_TERM, Config, IllegalTransition, InvariantViolation, NodeId, Rank, Trigger,
                     Role, Term)
 
 if TYPE_CHECKING:
@@ -220,20 +220,21 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
         if self.role in (Role.LEADER, Role.GATHERING):
             self._step_down("leaving the cluster")
         if self.role is not Role.MEMBER:
-            self._become(Role.MEMBER)
+            self._become(Role.MEMBER, Trigger.LEAVE)
         self.leader = None
         for peer in self.peers.values():
             self._send(peer.node, Leave())
 
     # -- roles ------------------------------------------------------------------------
-    def _become(self, role: Role) -> None:
+    def _become(self, role: Role, trigger: Trigger) -> None:
         """Change role; a move the rules never make is a bug and raises."""
-        if role not in TRANSITIONS[self.role]:
-            raise IllegalTransition(f"invalid transition [{self.role.value} -> {role.value}]")
+        if trigger not in TRANSITIONS.get((self.role, role), ()):
+            raise IllegalTransition(f"invalid transition [{self.role.value} -> {role.value}] "
+                                    f"on {trigger.value}")
         self.role = role
 
     def _become_leader(self) -> None:
-        self._become(Role.LEADER)
+        self._become(Role.LEADER, Trigger.GATHERED)
         if self.config.quorum:
             # Wait out any lease an older leader may still hold (G3).
             self.serve_from = self.now + self.config.failure_timeout_s
@@ -536,7 +537,7 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
                 return False  # we bully it, or stay with our live higher leader
         elif sender != self.leader:
             # Our own election was in vain: the leader of our term is alive.
-            self._become(Role.MEMBER)
+            self._become(Role.MEMBER, Trigger.OUR_LEADER)
             self.leader = sender
             self.answered_by = None
         self.leader_heard_at = self.now

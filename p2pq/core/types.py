@@ -54,12 +54,34 @@ class IllegalTransition(InvariantViolation):
     """A role change the election rules never make: a bug, not an input."""
 
 
-TRANSITIONS: dict[Role, frozenset[Role]] = {
-    Role.MEMBER: frozenset({Role.ELECTING, Role.GATHERING, Role.MEMBER}),
-    Role.ELECTING: frozenset({Role.WAITING, Role.GATHERING, Role.MEMBER, Role.ELECTING}),
-    Role.WAITING: frozenset({Role.ELECTING, Role.MEMBER}),
-    Role.GATHERING: frozenset({Role.LEADER, Role.MEMBER, Role.ELECTING, Role.GATHERING}),
-    Role.LEADER: frozenset({Role.MEMBER, Role.ELECTING}),
+class Trigger(enum.Enum):
+    """What moves a node from one role to another (the bully steps of docs/protocol.md §4)."""
+
+    ELECTION = "election"            # step 1: the leader fell silent, a lower node asked, we outrank a leader
+    ANSWER = "answer"                # step 3: a higher node is alive; wait for its COORDINATOR
+    NO_ANSWER = "no_answer"          # step 4: no higher node answered (or none is alive): we won
+    GATHERED = "gathered"            # step 4: every offer came (or the gather timed out): we serve
+    COORDINATOR = "coordinator"      # step 5: a leader of a newer term; we obey it
+    OUR_LEADER = "our_leader"        # step 5: the leader of our own term is alive after all
+    FENCED = "fenced"                # G3: our term is stale and we do not outrank its leader
+    LEAVE = "leave"                  # the operator stops the node
+
+
+_M, _E, _W, _G, _L = Role.MEMBER, Role.ELECTING, Role.WAITING, Role.GATHERING, Role.LEADER
+# Every role change the protocol makes, keyed by what triggers it; any other raises
+# IllegalTransition (a bug). tests/core/test_transitions.py takes every edge.
+TRANSITIONS: dict[tuple[Role, Role], frozenset[Trigger]] = {
+    (_M, _E): frozenset({Trigger.ELECTION}),
+    (_W, _E): frozenset({Trigger.ELECTION}),
+    (_G, _E): frozenset({Trigger.ELECTION}),
+    (_L, _E): frozenset({Trigger.ELECTION}),
+    (_E, _W): frozenset({Trigger.ANSWER}),
+    (_E, _G): frozenset({Trigger.NO_ANSWER}),
+    (_G, _L): frozenset({Trigger.GATHERED}),
+    (_E, _M): frozenset({Trigger.COORDINATOR, Trigger.OUR_LEADER, Trigger.LEAVE}),
+    (_W, _M): frozenset({Trigger.COORDINATOR, Trigger.OUR_LEADER, Trigger.LEAVE}),
+    (_G, _M): frozenset({Trigger.COORDINATOR, Trigger.FENCED, Trigger.LEAVE}),
+    (_L, _M): frozenset({Trigger.COORDINATOR, Trigger.FENCED, Trigger.LEAVE}),
 }
 
 

@@ -14,7 +14,7 @@ from p2pq.core.events import ClientRequested, MessageReceived, Note, Reply, SetT
 from p2pq.core.messages import (DecodeError, Forward, Query, Submit, Wait, decode_client_request,
                                 from_wire, record_to_wire, spec_to_wire, to_wire)
 from p2pq.core.tasks import TaskSpec
-from p2pq.core.types import IllegalTransition, Role
+from p2pq.core.types import IllegalTransition, Role, Trigger
 from p2pq.net.framing import decode_body, encode_frame
 from p2pq.net.storage import _pack_row
 
@@ -155,7 +155,7 @@ def test_an_invariant_violation_stops_the_step(monkeypatch):
     make_leader(leader)
 
     def illegal(self, sender, msg):
-        self._become(Role.WAITING)  # leader -> waiting: never taken
+        self._become(Role.WAITING, Trigger.ANSWER)  # leader -> waiting: never taken
 
     monkeypatch.setattr(type(leader), "_on_election", illegal)
     with pytest.raises(IllegalTransition):
