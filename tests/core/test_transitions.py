@@ -87,3 +87,18 @@ def test_every_other_move_raises():
             with pytest.raises(IllegalTransition, match=f"{a.value} -> {b.value}"):
                 core._become(b, trigger)
             assert core.role is a
+
+
+def role_diagram() -> str:
+    """The role table as a Mermaid state diagram, for docs/architecture.md."""
+    lines = ["```mermaid", "stateDiagram-v2", "    [*] --> member"]
+    for (a, b), triggers in TRANSITIONS.items():
+        lines.append(f"    {a.value} --> {b.value}: {', '.join(sorted(t.value for t in triggers))}")
+    return "\n".join([*lines, "```"])
+
+
+def test_the_architecture_doc_draws_the_role_table():
+    from pathlib import Path
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "architecture.md").read_text()
+    drawn = doc.split("<!-- roles:begin -->\n")[1].split("<!-- roles:end -->")[0].strip()
+    assert drawn == role_diagram(), f"docs/architecture.md should draw:\n{role_diagram()}"
