@@ -7,7 +7,7 @@ the commands; the core itself never touches a socket, a clock or a disk.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, Callable, Union
 
 from .tasks import Attempt, TaskRecord, TaskSpec
 from .types import NodeId, Term
@@ -153,8 +153,29 @@ class Note:
 Command = Union[Send, SetTimer, Reply, RunTask, StopTask, PersistTerm, PersistRecords,
                 ForgetRecords, ForgetPeer, Note]
 
+# Every command, and the driver method that carries it out: the runtime
+# (net/node.py) and the simulator (sim/world.py) each bind all of them when
+# they start, so a command that a driver does not handle is an error there,
+# never a command silently dropped. The durable ones come first in a step.
+COMMANDS: dict[type, str] = {
+    PersistTerm: "_do_persist_term", PersistRecords: "_do_persist_records",
+    ForgetRecords: "_do_forget_records", Send: "_do_send", SetTimer: "_do_set_timer",
+    Reply: "_do_reply", RunTask: "_do_run_task", StopTask: "_do_stop_task",
+    ForgetPeer: "_do_forget_peer", Note: "_do_note",
+}
+DURABLE = (PersistTerm, PersistRecords, ForgetRecords)
+
+
+def bind_commands(driver: object) -> dict[type, Callable[..., None]]:
+    """Each command type's handler on `driver`; TypeError naming any it lacks."""
+    missing = [name for name in COMMANDS.values() if not callable(getattr(driver, name, None))]
+    if missing:
+        raise TypeError(f"{type(driver).__name__} does not carry out {', '.join(missing)}")
+    return {kind: getattr(driver, name) for kind, name in COMMANDS.items()}
+
 __all__ = [
     "Started", "PeerDiscovered", "PeerRefused", "MessageReceived", "TimerFired", "ClientRequested",
     "TaskCompleted", "ShutdownRequested", "Event", "Send", "SetTimer", "Reply", "RunTask",
     "StopTask", "PersistTerm", "PersistRecords", "ForgetRecords", "ForgetPeer", "Note", "Command", "Attempt",
+    "COMMANDS", "DURABLE", "bind_commands",
 ]

@@ -32,9 +32,9 @@ from typing import Any
 
 from p2pq import PROTOCOL_VERSION
 from p2pq.core.errors import ErrorCode, error
-from p2pq.core.events import (ClientRequested, ForgetPeer, MessageReceived, Note, PeerDiscovered, PeerRefused,
-                              Reply, RunTask, Send, SetTimer, ShutdownRequested, Started, StopTask,
-                              TaskCompleted, TimerFired)
+from p2pq.core.events import (ClientRequested, ForgetPeer, ForgetRecords, MessageReceived, Note, PeerDiscovered,
+                              PeerRefused, PersistRecords, PersistTerm, Reply, RunTask, Send, SetTimer,
+                              ShutdownRequested, Started, StopTask, TaskCompleted, TimerFired, bind_commands)
 from p2pq.core.messages import DecodeError, Submit, decode_client_request, from_wire, to_wire
 from p2pq.core.node import NodeCore
 from p2pq.core.tasks import TaskSpec
@@ -221,6 +221,7 @@ class NodeRuntime:
         self._outbox: asyncio.Queue = asyncio.Queue()  # (journal write, commands) per batch, in order
         self._wake = asyncio.Event()
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._do = bind_commands(self)  # every command type, each handler taking the command
         self._tick_due: float | None = None  # loop time the armed tick is due
         self.tick_lateness = Lateness()
         self._clients: dict[int, tuple[ClientConnection | asyncio.Future, Any]] = {}
@@ -511,38 +512,56 @@ class NodeRuntime:
     # -- commands out -------------------------------------------------------------------
     def _carry_out(self, commands: list) -> None:
         """Carry out each command on its own: one that fails is logged, the others go on (G5)."""
+        do = self._do
         for command in commands:
             try:
-                self._carry_out_one(command)
+                do[type(command)](command)
             except Exception:
                 log.exception("error while carrying out %s", type(command).__name__)
 
-    def _carry_out_one(self, command: Any) -> None:
-        match command:
-            case Send(to, message):
-                self._send(to, message)
-            case SetTimer(name, at_s):
-                self._set_timer(name, at_s)
-            case Reply(request_id, body):
-                self._answer(request_id, body)
-            case RunTask(task_id, attempt_id, spec) if self.executor is None:
-                self._ran(task_id, attempt_id, Outcome("failed", error="this node runs no tasks (--slots 0)"))
-            case RunTask(task_id, attempt_id, spec):
-                self.executor.submit(attempt_id, spec_to_executor(spec), spec.timeout_s,
-                                     functools.partial(self._ran, task_id, attempt_id), spec.priority)
-            case StopTask(_, attempt_id) if self.executor is not None:
-                self.executor.cancel(attempt_id)
-            case ForgetPeer(node):
-                # Dead for long: stop dialing it and drop its frames. The --peer seeds
-                # are dialed again (slowly) whoever they were: a seed that returns with
-                # no mDNS and no seeds of its own is found only that way.
-                self.transport.forget_peer(node)
-                self._addressed.discard(node)
-                for host, port in self.settings.peers:
-                    self.transport.dial_seed(host, port)
-            # PersistTerm, PersistRecords, ForgetRecords: already in the journal (_pump)
-            case Note(kind, detail):
-                self._note(kind, detail)
+    # The durable commands went into the step's journal batch (_pump, batch_of)
+    # before anything else of the step was carried out.
+    def _do_persist_term(self, command: PersistTerm) -> None:
+        pass
+
+    def _do_persist_records(self, command: PersistRecords) -> None:
+        pass
+
+    def _do_forget_records(self, command: ForgetRecords) -> None:
+        pass
+
+    def _do_send(self, command: Send) -> None:
+        self._send(command.to, command.message)
+
+    def _do_set_timer(self, command: SetTimer) -> None:
+        self._set_timer(command.name, command.at_s)
+
+    def _do_reply(self, command: Reply) -> None:
+        self._answer(command.request_id, command.body)
+
+    def _do_run_task(self, command: RunTask) -> None:
+        task_id, attempt_id, spec = command.task_id, command.attempt_id, command.spec
+        if self.executor is None:
+            self._ran(task_id, attempt_id, Outcome("failed", error="this node runs no tasks (--slots 0)"))
+        else:
+            self.executor.submit(attempt_id, spec_to_executor(spec), spec.timeout_s,
+                                 functools.partial(self._ran, task_id, attempt_id), spec.priority)
+
+    def _do_stop_task(self, command: StopTask) -> None:
+        if self.executor is not None:
+            self.executor.cancel(command.attempt_id)
+
+    def _do_forget_peer(self, command: ForgetPeer) -> None:
+        # Dead for long: stop dialing it and drop its frames. The --peer seeds
+        # are dialed again (slowly) whoever they were: a seed that returns with
+        # no mDNS and no seeds of its own is found only that way.
+        self.transport.forget_peer(command.node)
+        self._addressed.discard(command.node)
+        for host, port in self.settings.peers:
+            self.transport.dial_seed(host, port)
+
+    def _do_note(self, command: Note) -> None:
+        self._note(command.kind, command.detail)
 
     def _answer(self, request_id: int, body: dict) -> None:
         conn, req = self._clients.pop(request_id, (None, None))

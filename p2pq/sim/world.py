@@ -36,10 +36,10 @@ from typing import Any, Callable
 
 import networkx as nx
 
+from p2pq.core.errors import ErrorCode, acknowledged_ids, error
 from p2pq.core.events import (ClientRequested, ForgetPeer, ForgetRecords, MessageReceived, Note, PeerDiscovered,
                               PeerRefused, PersistRecords, PersistTerm, Reply, RunTask, Send, SetTimer, Started, StopTask,
-                              TaskCompleted, TimerFired)
-from p2pq.core.errors import ErrorCode, acknowledged_ids, error
+                              TaskCompleted, TimerFired, bind_commands)
 from p2pq.core.messages import DecodeError, Dispatch, ForwardReply, decode_client_request, from_wire, to_wire
 from p2pq.net.framing import FrameError, decode_body, encode_frame
 from p2pq.core.node import NodeCore
@@ -141,10 +141,7 @@ class World:
         self.messages_by_type: dict[str, int] = {}
         self.client_waiting: dict[tuple[str, int], Callable[[dict], None]] = {}
         self._request_ids = 0
-        self._do = {Send: self._do_send, SetTimer: self._do_timer, Reply: self._do_reply,
-                    RunTask: self._do_run, StopTask: self._do_stop, PersistTerm: self._do_persist_term,
-                    PersistRecords: self._do_persist_records, ForgetRecords: self._do_forget,
-                    ForgetPeer: self._do_forget_peer, Note: self._do_note}
+        self._do = bind_commands(self)  # each handler takes (node, command)
         self.peers_forgotten: list[tuple[float, str, str]] = []  # (when, by whom, whom)
         self.nodes: dict[str, SimNode] = {}
         self.records_sent: dict[tuple[str, str, str], int] = {}  # task records carried: (type, from, to)
@@ -493,7 +490,7 @@ class World:
             memo[id(original)] = (original, copy)  # the original kept alive: its id stays its own
         return replace(decoded, records=tuple(memo[id(r)][1] for r in records))
 
-    def _do_timer(self, node: SimNode, command: SetTimer) -> None:
+    def _do_set_timer(self, node: SimNode, command: SetTimer) -> None:
         node.timers[command.name] = command.at_s
         self._schedule(max(self.now, node.clock.world(command.at_s)), self._timer,
                        (node, node.incarnation, command.name, command.at_s))
@@ -509,7 +506,7 @@ class World:
         if acknowledged_ids(body) and body.get("leader") == node.id:
             self.history.ack_issued(self.now, node.id, body.get("term", ""))
 
-    def _do_run(self, node: SimNode, command: RunTask) -> None:
+    def _do_run_task(self, node: SimNode, command: RunTask) -> None:
         """Start the task in a free slot, or queue it for one (the most urgent first, as Executor does)."""
         if len(node.running) < max(1, self.config.slots):
             self._start_run(node, command)
@@ -546,7 +543,7 @@ class World:
         if node.waiting and len(node.running) < max(1, self.config.slots):
             self._start_run(node, heapq.heappop(node.waiting)[2])
 
-    def _do_stop(self, node: SimNode, command: StopTask) -> None:
+    def _do_stop_task(self, node: SimNode, command: StopTask) -> None:
         queued = next((w for w in node.waiting if w[2].attempt_id == command.attempt_id), None)
         if queued is not None:
             node.waiting.remove(queued)  # never started: nothing ran
@@ -560,7 +557,7 @@ class World:
     def _do_persist_term(self, node: SimNode, command: PersistTerm) -> None:
         node.disk_term = max(node.disk_term, command.term)
 
-    def _do_forget(self, node: SimNode, command: ForgetRecords) -> None:
+    def _do_forget_records(self, node: SimNode, command: ForgetRecords) -> None:
         for task_id in command.task_ids:
             node.disk_records.pop(task_id, None)
             node.disk_forgotten[task_id] = None

@@ -1,0 +1,74 @@
+"""Every command type is carried out by both drivers: the runtime and the simulator (none dropped)."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import pytest
+
+from p2pq.core.events import (COMMANDS, ForgetPeer, ForgetRecords, Note, PersistRecords, PersistTerm, Reply,
+                              RunTask, Send, SetTimer, StopTask, bind_commands)
+from p2pq.core.messages import Leave
+from p2pq.core.tasks import TaskRecord, TaskSpec
+from p2pq.core.types import Term
+from p2pq.net.node import NodeRuntime, NodeSettings
+from p2pq.sim.world import World
+
+SPEC = TaskSpec("builtin", "noop")
+RECORD = TaskRecord("t1", SPEC, (1, 1), 0.0)
+
+
+def one_of_each() -> list:
+    commands = [PersistTerm(Term(2, "n2")), PersistRecords((RECORD,)), ForgetRecords(("t0",)),
+                Send("n2", Leave()), SetTimer("retry", 5.0), Reply(1, {"ok": True}),
+                RunTask("t1", "0.n1.1", SPEC), StopTask("t1", "0.n1.1"), ForgetPeer("n3"),
+                Note("leader_elected", {"node": "n1"})]
+    assert {type(c) for c in commands} == set(COMMANDS)  # a new command type must join this test
+    return commands
+
+
+def test_the_runtime_carries_out_every_command(tmp_path):
+    runtime = NodeRuntime(NodeSettings(cluster_dir=tmp_path / "cluster", data_dir=tmp_path / "data", port=7470))
+    done: list[str] = []
+    runtime.core = SimpleNamespace(peers={})
+    runtime.transport = SimpleNamespace(send=lambda to, wire: done.append(f"send {to} {wire['type']}"),
+                                        forget_peer=lambda node: done.append(f"forget {node}"),
+                                        dial_seed=lambda host, port: None)
+    runtime.executor = SimpleNamespace(
+        submit=lambda attempt_id, *args: done.append(f"run {attempt_id}"),
+        cancel=lambda attempt_id: done.append(f"stop {attempt_id}"))
+    loop = asyncio.new_event_loop()
+    reply = loop.create_future()
+    runtime._clients[1] = (reply, 0)
+    runtime._note = lambda kind, detail: done.append(f"note {kind}")
+
+    async def carry_out():
+        runtime._carry_out(one_of_each())
+    loop.run_until_complete(carry_out())
+    assert done == ["send n2 leave", "run 0.n1.1", "stop 0.n1.1", "forget n3", "note leader_elected"]
+    assert "retry" in runtime._timers and reply.result() == {"ok": True}
+    for handle in runtime._timers.values():
+        handle.cancel()
+    loop.close()
+
+
+def test_the_simulator_carries_out_every_command():
+    world = World(3, seed=1)
+    node = world.nodes["n1"]
+    node.alive = True
+    answers = []
+    world.client_waiting[("n1", 1)] = answers.append
+    for command in one_of_each():
+        world._do[type(command)](node, command)
+    assert node.disk_term == Term(2, "n2") and node.disk_records["t1"] is RECORD and "t0" in node.disk_forgotten
+    assert node.timers["retry"] == 5.0 and answers == [{"ok": True}]
+    assert world.peers_forgotten == [(world.now, "n1", "n3")] and world.messages_by_type["leave"] == 1
+
+
+def test_a_driver_that_lacks_a_command_is_refused_when_it_starts():
+    class Partial:
+        def _do_send(self, command):
+            pass
+    with pytest.raises(TypeError, match="does not carry out _do_persist_term"):
+        bind_commands(Partial())
