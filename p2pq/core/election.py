@@ -119,16 +119,13 @@ class ElectionMixin(_Base):
         self.out.append(SetTimer("gather", self.gather_deadline))
 
     def _adopt_term(self, term: Term) -> None:
-        """Accept `term`; it is persisted before anything is said under it."""
+        """Accept `term`; it is persisted (as the highest seen) before anything is said under it."""
         self.term = term
-        if term > self.max_term:
-            self.max_term = term
-        self.persist.append(PersistTerm(term))
+        self._see_term(term)
 
     # -- messages -------------------------------------------------------------------
     def _on_election(self, sender: str, msg: Election) -> None:
         """Bully step 2: answer a lower node; lead, or start our own election."""
-        self._see_term(msg.term)
         if self.stopping:
             return  # leaving: no ANSWER, so the lower node wins at once instead of waiting for us
         if self.peers[sender].rank > self.rank:
@@ -141,7 +138,6 @@ class ElectionMixin(_Base):
 
     def _on_answer(self, sender: str, msg: Answer) -> None:
         """Bully step 3: a higher node is alive; wait for its COORDINATOR."""
-        self._see_term(msg.term)
         answerer = self.peers[sender]
         if answerer.rank > self.rank and (self.answered_by not in self.peers
                                           or answerer.rank > self.peers[self.answered_by].rank):
@@ -178,7 +174,6 @@ class ElectionMixin(_Base):
         self._maybe_finish_gather(timed_out=True)
 
     def _on_coordinator(self, sender: str, msg: Coordinator) -> None:
-        self._see_term(msg.term)
         if msg.term.node != sender:
             return
         if msg.term < self.term:
@@ -197,7 +192,6 @@ class ElectionMixin(_Base):
         an election as usual. Re-electing at once here would make nodes that
         do not yet know each other fence each other in turn.
         """
-        self._see_term(msg.term)
         if msg.term <= self.term or self.role not in (Role.LEADER, Role.GATHERING):
             return
         owner = self.peers.get(msg.term.node)
@@ -324,8 +318,11 @@ class ElectionMixin(_Base):
             self._start_election("caught up and outranks the leader")
 
     def _see_term(self, term: Term) -> None:
+        """Terms only grow (G3): the highest term seen is persisted as it grows, so a
+        restarted node numbers its next term above every term it ever saw."""
         if term > self.max_term:
             self.max_term = term
+            self.persist.append(PersistTerm(term))
 
     @property
     def rank(self) -> Rank:

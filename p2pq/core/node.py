@@ -32,8 +32,19 @@ from .types import (TRANSITIONS, ZERO_TERM, Config, IllegalTransition, Invariant
 if TYPE_CHECKING:
     import random
 
-# Messages only a leader sends; they are obeyed only under the accepted term (G3).
-_FROM_LEADER = (Heartbeat, Append, Dispatch, CancelRun, FinishedAck)
+# The term gate (G3): what a message's term means, by message type. Every
+# message passes it in `_on_message`, before its handler runs.
+#   OBEYED  a leader's message: obeyed only under the term we accepted (_fence:
+#           an older term is rejected, a newer one from its owner accepted)
+#   RAISES  an election message: its term raises the highest term we have seen
+#   ANY     a message whose handler compares the term itself, or that has none
+OBEYED, RAISES, ANY = "obeyed", "raises", "any"
+TERM_POLICY: dict[type, str] = {
+    Heartbeat: OBEYED, Append: OBEYED, Dispatch: OBEYED, CancelRun: OBEYED, FinishedAck: OBEYED,
+    Election: RAISES, Answer: RAISES, Coordinator: RAISES, Reject: RAISES,
+    HeartbeatAck: ANY, AppendAck: ANY, StateOffer: ANY, Finished: ANY, Join: ANY, Gossip: ANY,
+    Leave: ANY, Forward: ANY, ForwardReply: ANY,
+}
 # Records of snapshot and offer parts sent per tick (at least one part): about
 # 30 ms of encoding for the sender and 70 ms of decoding and merging for the
 # receiver, so a big table never holds the heartbeats up (10,000 records/s).
@@ -478,8 +489,12 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
         self._heard(peer)
         if isinstance(msg, (Heartbeat, Coordinator)) and msg.digests and msg.term >= self.term:
             self.leader_digests = (msg.term, msg.digests)  # before the term is accepted (and offered to)
-        if isinstance(msg, _FROM_LEADER) and not self._fence(sender, msg.term):
-            return
+        policy = TERM_POLICY[type(msg)]
+        if policy is OBEYED:
+            if not self._fence(sender, msg.term):
+                return
+        elif policy is RAISES:
+            self._see_term(msg.term)
         self._route(sender, peer, msg)
 
     def _route(self, sender: NodeId, peer: Peer, msg: Any) -> None:

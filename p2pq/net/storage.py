@@ -113,8 +113,7 @@ class Batch:
         return bool(self.term is not None or self.records or self.forgotten or self.identity)
 
     def add_term(self, term: Term) -> None:
-        if self.term is None or term > self.term:  # terms only grow (G3)
-            self.term = term
+        self.term = term  # the core persists the highest term seen, only as it grows (G3)
 
     def add_records(self, records: Iterable[TaskRecord]) -> None:
         for record in records:
@@ -411,7 +410,7 @@ class SqliteStore:
         db, started = self._db, time.perf_counter()
         db.execute("BEGIN IMMEDIATE")
         try:
-            term = batch.term if batch.term is not None and batch.term > self._term else None
+            term = batch.term
             if term is not None:
                 db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?, ?)", _pack_row("term", list(term)))
             if batch.identity is not None:

