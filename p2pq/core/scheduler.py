@@ -41,6 +41,7 @@ from .events import Note, RunTask, SetTimer, StopTask
 from .messages import CancelRun, Dispatch, Finished, FinishedAck, HeartbeatAck
 from .tasks import LOST, Attempt, TaskRecord
 from .types import NodeId, Role
+from .types import attempt_id as make_attempt_id
 
 TASK_TIME_WEIGHT = 0.25  # of the newest sample in a node's moving average of its task time
 TASK_TIME_CAP_S = 1.0     # a longer gap between results counts as this (a node back from idle)
@@ -105,7 +106,7 @@ class SchedulerMixin(_Base):
 
     def _start_attempt(self, record: TaskRecord, node: NodeId) -> None:
         self.attempt_counter += 1
-        attempt_id = f"{self.term.number}.{self.id}.{self.attempt_counter}"
+        attempt_id = make_attempt_id(self.term, self.attempt_counter)
         attempt = Attempt(attempt_id, node, self.now)
         record = self._merge(record.with_attempt(attempt)) or record
         self.assigned.setdefault(node, {})[attempt_id] = (record.task_id, self.now)

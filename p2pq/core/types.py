@@ -34,8 +34,30 @@ class Term(NamedTuple):
     def __str__(self) -> str:
         return f"{self.number}@{self.node}" if self.node else str(self.number)
 
+    @classmethod
+    def parse(cls, text: str) -> "Term":
+        """'7@n3' -> Term(7, 'n3'): the inverse of str() (notes, logs and views carry terms so)."""
+        number, _, node = text.partition("@")
+        if not number.isdigit() or (bool(node) != ("@" in text)):
+            raise ValueError(f"not a term: {text!r} (expected NUMBER@NODE)")
+        return cls(int(number), node)
+
 
 ZERO_TERM = Term(0, "")
+
+
+def attempt_id(term: Term, counter: int) -> str:
+    """The id of the `counter`-th attempt the leader of `term` dispatched: '7.n3.12'."""
+    return f"{term.number}.{term.node}.{counter}"
+
+
+def attempt_term(attempt: str) -> Term:
+    """The term whose leader dispatched an attempt ('7.n3.12' -> Term(7, 'n3')); node ids may hold dots."""
+    number, _, rest = attempt.partition(".")
+    node, _, counter = rest.rpartition(".")
+    if not number.isdigit() or not counter.isdigit() or not node:
+        raise ValueError(f"not an attempt id: {attempt!r} (expected TERM.NODE.COUNTER)")
+    return Term(int(number), node)
 
 
 class Role(enum.Enum):

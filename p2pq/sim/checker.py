@@ -35,6 +35,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
 from p2pq.core.tasks import SUCCEEDED, TaskRecord
+from p2pq.core.types import Term, attempt_term
 from p2pq.stats import percentile
 
 from .history import History
@@ -153,7 +154,7 @@ def _check_leaders(history: History, r: Report) -> None:
     for _, node, kind, detail in history.notes:
         if kind == "leader_elected":
             leaders[detail["term"]].add(node)
-            owner = detail["term"].split("@", 1)[-1]
+            owner = Term.parse(detail["term"]).node
             if owner != node:
                 r.problems.append(f"node {node} led term {detail['term']} that is not its own")
     r.terms = len(leaders)
@@ -172,7 +173,7 @@ def _check_acks(history: History, r: Report, quorum: bool) -> None:
     for at, _, term in history.acks_issued:
         span = spans.setdefault(term, [at, at])
         span[1] = at
-        key = parse_term(term)
+        key = Term.parse(term)
         if newest is not None and key < newest:
             r.stale_acks += 1
         newest = key if newest is None else max(newest, key)
@@ -204,10 +205,10 @@ def _measure_availability(history: History, r: Report) -> None:
 
 def failover_times(history: History) -> tuple[list[float], int]:
     """Per deposed leader: seconds until a newer term acknowledged a submit (L1)."""
-    acks = [(at, parse_term(term)) for at, _, term in history.acks_issued]
+    acks = [(at, Term.parse(term)) for at, _, term in history.acks_issued]
     times, unfinished = [], 0
     for at, _, term in history.leader_losses:
-        old = parse_term(term)
+        old = Term.parse(term)
         first = next((t for t, key in acks if t >= at and key > old), None)
         if first is None:
             unfinished += 1
@@ -227,7 +228,7 @@ def count_inversions(history: History) -> int:
     questions and questions before arrivals, so a batch dispatched in one
     step in priority order is not an inversion.
     """
-    first = {task: (at, _attempt_term(attempt)) for task, (at, attempt) in history.first_dispatch.items()}
+    first = {task: (at, str(attempt_term(attempt))) for task, (at, attempt) in history.first_dispatch.items()}
     events: dict[str, list[tuple[float, int, int, str]]] = defaultdict(list)
     for op in history.ops.values():
         if op.task_id not in first:
@@ -258,17 +259,6 @@ def _inversions_in_term(events: list[tuple[float, int, int, str]]) -> int:
 
 
 # -- small helpers ---------------------------------------------------------------------
-def parse_term(text: str) -> tuple[int, str]:
-    """'7@n3' -> (7, 'n3'), ordered the way p2pq.core.types.Term is."""
-    number, _, node = text.partition("@")
-    return int(number or 0), node
-
-
-def _attempt_term(attempt_id: str) -> str:
-    number, rest = attempt_id.split(".", 1)
-    return f"{number}@{rest.rsplit('.', 1)[0]}"
-
-
 def union(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
     """Merge overlapping intervals."""
     out: list[list[float]] = []

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Iterable
 
 from p2pq.client import Client, P2PQError
+from p2pq.core.types import ZERO_TERM, Term
 
 from .cluster import LocalCluster, LocalNode, wait_for
 
@@ -394,10 +395,9 @@ class NetnsCluster(LocalCluster):
         return sorted(out, key=lambda n: n[0])
 
 
-def term_key(term: str) -> tuple[int, str]:
-    """'7@n3' -> (7, 'n3'): terms order by number, then leader id."""
-    number, _, node = term.partition("@")
-    return int(number or 0), node
+def term_key(term: str) -> Term:
+    """'7@n3' -> Term(7, 'n3'): terms order by number, then leader id ('' is no term yet)."""
+    return Term.parse(term) if term else ZERO_TERM
 
 
 def wait_port(host: str, port: int, timeout_s: float) -> float:

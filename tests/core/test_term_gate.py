@@ -76,3 +76,16 @@ def test_other_messages_leave_the_term_to_their_handler(cls):
         out = recv(n1, "n2", example(cls, term), 0.2)
         assert n1.max_term == ACCEPTED and n1.term == ACCEPTED and n1.role is Role.MEMBER
         assert not of(out, PersistTerm) and not sends(out, Reject)
+
+
+def test_terms_and_attempt_ids_parse_back_from_their_text():
+    from p2pq.core.types import ZERO_TERM, attempt_id, attempt_term
+    for term in (Term(7, "n3"), Term(12, "lab-pc.local-7470-a1b2c3"), ZERO_TERM):
+        assert Term.parse(str(term)) == term
+    assert attempt_term(attempt_id(Term(7, "lab.pc-7470"), 12)) == Term(7, "lab.pc-7470")  # dots in node ids
+    for bad in ("", "@n3", "x@n3", "7@", "-1@n3"):
+        with pytest.raises(ValueError):
+            Term.parse(bad)
+    for bad in ("7.n3", "x.n3.1", "7..1", "7.n3.x"):
+        with pytest.raises(ValueError):
+            attempt_term(bad)
