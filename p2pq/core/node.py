@@ -489,7 +489,7 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
         self._heard(peer)
         if isinstance(msg, (Heartbeat, Coordinator)) and msg.digests and msg.term >= self.term:
             self.leader_digests = (msg.term, msg.digests)  # before the term is accepted (and offered to)
-        policy = TERM_POLICY[type(msg)]
+        policy = TERM_POLICY.get(type(msg), ANY)  # a client request sent as a peer message: ignored below
         if policy is OBEYED:
             if not self._fence(sender, msg.term):
                 return

@@ -89,3 +89,12 @@ def test_terms_and_attempt_ids_parse_back_from_their_text():
     for bad in ("7.n3", "x.n3.1", "7..1", "7.n3.x"):
         with pytest.raises(ValueError):
             attempt_term(bad)
+
+
+def test_a_client_request_sent_as_a_peer_message_is_ignored_not_an_error():
+    from p2pq.core.events import Note
+    from p2pq.core.messages import Query, Submit
+    n1 = follower()
+    for msg in (Submit((("t9", RECORD.spec),)), Query("stats")):
+        out = recv(n1, "n2", msg, 0.2)
+        assert not [n for n in of(out, Note) if n.kind == "internal_error"] and "t9" not in n1.table
