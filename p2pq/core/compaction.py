@@ -48,8 +48,7 @@ class CompactionMixin(_Base):
         if not victims:
             return
         self._forget(victims)
-        for task_id in victims:
-            self._log_change_id(task_id)
+        self.lead.log.extend(victims)
 
     def _forget(self, task_ids: Iterable[str]) -> None:
         """Drop tasks and remember that they are gone (tombstones)."""
@@ -65,7 +64,3 @@ class CompactionMixin(_Base):
             del self.forgotten[next(iter(self.forgotten))]
         if gone:
             self.persist.append(ForgetRecords(tuple(gone)))
-
-    def _log_change_id(self, task_id: str) -> None:
-        if self.role in (Role.LEADER, Role.GATHERING):
-            self.log.append(task_id)

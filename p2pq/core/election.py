@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 
 from .errors import ErrorCode
 from .events import Note, PersistTerm, SetTimer
+from .leader import Gather, Leadership
 from .messages import Answer, Coordinator, Election, Reject, StateOffer
 from .tasks import next_part, stream_chunks
 from .types import Rank, Role, Term, Trigger
@@ -82,9 +83,9 @@ class ElectionMixin(_Base):
         self.leader = self.id
         self._become(Role.GATHERING, Trigger.NO_ANSWER)
         self.answered_by = None
-        self.offers_from = {self.id}
-        self.peer_offers = {}  # offers to an earlier leadership of ours: their ids may be stale
-        self.expected_offers = {p.node for p in self.peers.values() if p.alive}
+        expected = {p.node for p in self.peers.values() if p.alive}
+        self.lead = Leadership(term, Gather(expected, self.now + self.config.gather_timeout_s),
+                               offers_from={self.id})
         for peer in self.peers.values():
             if peer.alive:  # a full failure timeout to answer before we judge them
                 peer.last_heard = max(peer.last_heard, self.now)
@@ -92,16 +93,16 @@ class ElectionMixin(_Base):
         for peer in self.peers.values():
             self._send(peer.node, Coordinator(term, self.priority, digests))
         self.out.append(Note("coordinator", {"node": self.id, "term": str(term)}))
-        self.gather_deadline = self.now + self.config.gather_timeout_s
-        self.out.append(SetTimer("gather", self.gather_deadline))
+        self.out.append(SetTimer("gather", self.lead.gather.deadline))
         self._maybe_finish_gather()
 
     def _maybe_finish_gather(self, timed_out: bool = False) -> None:
         if self.role is not Role.GATHERING:
             return
-        everyone = self.expected_offers <= self.offers_from
+        offers_from = self.lead.offers_from
+        everyone = self.lead.gather.expected <= offers_from
         if self.config.quorum:
-            if len(self.offers_from) < self.config.majority:
+            if len(offers_from) < self.config.majority:
                 if timed_out:  # keep asking; a minority never serves (G3)
                     self._resend_coordinator()
                 return
@@ -113,10 +114,10 @@ class ElectionMixin(_Base):
 
     def _resend_coordinator(self) -> None:
         for peer in self.peers.values():
-            if peer.node not in self.offers_from:
+            if peer.node not in self.lead.offers_from:
                 self._send(peer.node, Coordinator(self.term, self.priority))
-        self.gather_deadline = self.now + self.config.gather_timeout_s
-        self.out.append(SetTimer("gather", self.gather_deadline))
+        self.lead.gather.deadline = self.now + self.config.gather_timeout_s
+        self.out.append(SetTimer("gather", self.lead.gather.deadline))
 
     def _adopt_term(self, term: Term) -> None:
         """Accept `term`; it is persisted (as the highest seen) before anything is said under it."""
@@ -168,8 +169,8 @@ class ElectionMixin(_Base):
     def _on_gather_timer(self) -> None:
         if self.role is not Role.GATHERING:
             return
-        if self.now < self.gather_deadline:  # early (see _on_election_timer): again at the deadline
-            self.out.append(SetTimer("gather", self.gather_deadline))
+        if self.now < self.lead.gather.deadline:  # early (see _on_election_timer): again at the deadline
+            self.out.append(SetTimer("gather", self.lead.gather.deadline))
             return
         self._maybe_finish_gather(timed_out=True)
 
@@ -214,18 +215,22 @@ class ElectionMixin(_Base):
             self._merge(record)
         for task_id, attempt in msg.running:
             self._note_running(task_id, attempt)
+        lead = self.lead
+        if lead is None:
+            return  # facts merged; nobody gathers
         if msg.digests and msg.offer_id:
-            self.peer_offers[sender] = (msg.offer_id, msg.digests)
+            lead.peer_offers[sender] = (msg.offer_id, msg.digests)
         if msg.parts > 1 and not self._offer_complete(sender, msg):
             return
-        if msg.term == self.term and self.role in (Role.GATHERING, Role.LEADER):
-            self.offers_from.add(sender)
+        if msg.term == self.term:
+            lead.offers_from.add(sender)
             self._maybe_finish_gather()
 
     def _offer_complete(self, sender: str, msg: StateOffer) -> bool:
-        progress, whole = next_part(self.offer_parts.pop(sender, None), msg.term, msg.part, msg.parts)
+        parts = self.lead.offer_parts
+        progress, whole = next_part(parts.pop(sender, None), msg.term, msg.part, msg.parts)
         if progress is not None:
-            self.offer_parts[sender] = progress
+            parts[sender] = progress
         return whole is True
 
     # -- accepting and leaving leadership -----------------------------------------------

@@ -23,7 +23,8 @@ from .events import (ClientRequested, Command, Event, ForgetPeer, MessageReceive
 from .messages import (Answer, Append, AppendAck, CancelRun, Coordinator, Dispatch, Election,
                        Finished, FinishedAck, Forward, ForwardReply, Gossip, Heartbeat, HeartbeatAck, Join,
                        Leave, Member, Query, Reject, StateOffer, Submit, Cancel, Wait)
-from .replication import FollowerProgress, PendingAck, ReplicationMixin
+from .leader import FollowerProgress, Leadership, PendingAck
+from .replication import ReplicationMixin
 from .scheduler import SchedulerMixin
 from .tasks import TaskRecord, TaskSpec, TaskState, TaskTable, describe
 from .types import (TRANSITIONS, ZERO_TERM, Config, IllegalTransition, InvariantViolation, NodeId, Rank, Trigger,
@@ -91,31 +92,19 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
         self.max_term = restored_term  # the highest term ever seen; the next one is above it
         self.leader: NodeId | None = None
         self.leader_heard_at = 0.0
-        self.election_deadline = self.gather_deadline = 0.0
-        self.offers_from: set[NodeId] = set()
-        self.expected_offers: set[NodeId] = set()
+        self.election_deadline = 0.0
+        self.lead: Leadership | None = None  # while gathering and leading (leader.py)
         self.caught_up = False
         self.stopping = False
-        # replication (leader side, then follower side)
-        self.log: list[str] = []
-        self.log_base = 0
-        self.commit = 0
-        self.followers: dict[NodeId, FollowerProgress] = {}
-        self.pending: list[PendingAck] = []
+        # replication, follower side
         self.applied_index = -1
         self.snapshot_parts: tuple | None = None  # follower: ((term, index), next part) of a snapshot
-        self.offer_parts: dict[NodeId, tuple] = {}  # gathering leader: (term, next part) per sender
         self.offer_sent_at = float("-inf")         # member: when it last sent its state offer,
         self.offer_sent_parts = 0                  # and in how many parts
         self.leader_digests: tuple[Term, bytes] | None = None  # member: its leader's table digests
         self.offer_ids: set[int] = set()           # member: the offers it sent since it started
-        self.peer_offers: dict[NodeId, tuple[int, bytes]] = {}  # leader: a peer's last offer id, digests
-        self.serve_from = float("-inf")
         self.followed_by: tuple[NodeId, ...] = ()
-        # scheduling and execution
-        self.assigned: dict[NodeId, dict[str, tuple[str, float]]] = {}
-        self.task_time_s: dict[NodeId, float] = {}  # leader: how long each node's tasks take
-        self.last_result_at: dict[NodeId, float] = {}
+        # execution
         self.executing: dict[str, TaskRecord] = {}
         self.unacked: dict[str, tuple[TaskRecord, float]] = {}
         self.attempt_counter = 0
@@ -126,7 +115,6 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
         self.relays: dict[int, tuple[NodeId, int]] = {}  # our relay id -> (origin, its request id)
         self.relay_counter = 0  # relay ids count down from -1: the drivers' ids are >= 0
         self.answered_by: NodeId | None = None  # the highest node that answered our election
-        self.waiters: dict[str, list[tuple[NodeId, int]]] = {}
         # many-part messages (snapshots, offers) still to send, a few records' worth per step
         self.bulk: dict[tuple[NodeId, str], Iterator] = {}
         # output of the current step
@@ -246,10 +234,11 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
 
     def _become_leader(self) -> None:
         self._become(Role.LEADER, Trigger.GATHERED)
+        self.lead.gather = None
         if self.config.quorum:
             # Wait out any lease an older leader may still hold (G3).
-            self.serve_from = self.now + self.config.failure_timeout_s
-            self.out.append(SetTimer("serve", self.serve_from))
+            self.lead.serve_from = self.now + self.config.failure_timeout_s
+            self.out.append(SetTimer("serve", self.lead.serve_from))
         self._rebuild_assignments()
         self._choose_followers()
         self.out.append(Note("leader_elected", {"node": self.id, "term": str(self.term),
@@ -257,18 +246,16 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
         self._heartbeat()
 
     def _step_down(self, reason: str) -> None:
-        """Leave leadership: every request waiting on it fails so clients retry."""
-        for item in self.pending:
+        """Leave leadership: every request waiting on it fails so clients retry; its state goes."""
+        lead, self.lead = self.lead, None
+        for item in lead.pending:
             if item.kind == "reply":
                 self._reply(item.target, error(ErrorCode.LEADER_CHANGED, "leadership changed before the "
                                                "request was replicated; retry (it is idempotent)"))
-        for task_id, targets in self.waiters.items():
+        for task_id, targets in lead.waiters.items():
             for target in targets:
                 self._reply(target, error(ErrorCode.LEADER_CHANGED, "leadership changed; wait again"))
-        self.pending, self.waiters = [], {}
-        self.followers, self.assigned = {}, {}
         self._drop_bulk("snapshot")
-        self.log, self.log_base, self.commit = [], 0, 0
         self.out.append(Note("stepped_down", {"node": self.id, "term": str(self.term), "reason": reason}))
 
     # -- state ---------------------------------------------------------------------------
@@ -280,11 +267,14 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
         if new is None:
             return None
         self.dirty[new.task_id] = new
-        self._log_change(new)
+        lead = self.lead
+        if lead is None:
+            return new
+        lead.log.append(new.task_id)
         for attempt in new.running_attempts():
             self._note_running(new.task_id, attempt)
-        if new.task_id in self.waiters and new.state.terminal:
-            for target in self.waiters.pop(new.task_id):
+        if new.task_id in lead.waiters and new.state.terminal:
+            for target in lead.waiters.pop(new.task_id):
                 self._reply(target, {"ok": True, "task": describe(new)})
         return new
 
@@ -346,7 +336,8 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
     def _declare_dead(self, peer: Peer, why: str) -> None:
         peer.alive = False
         self._fail_forwarded(ErrorCode.LEADER_CHANGED, to=peer.node)
-        self.peer_offers.pop(peer.node, None)
+        if self.lead is not None:
+            self.lead.peer_offers.pop(peer.node, None)
         self.out.append(Note("node_dead", {"node": peer.node, "why": why}))
         if self.role is Role.LEADER:
             self._reclaim_node(peer.node)
@@ -370,9 +361,8 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
                 continue
             del self.peers[peer.node]
             del self.dead_since[peer.node]
-            for per_node in (self.assigned, self.task_time_s, self.last_result_at, self.offer_parts):
-                per_node.pop(peer.node, None)
-            self.expected_offers.discard(peer.node)
+            if self.lead is not None:
+                self.lead.forget_node(peer.node)
             self.out.append(ForgetPeer(peer.node))
             self.out.append(Note("node_forgotten", {"node": peer.node, "dead_s": round(self.now - since, 1)}))
 
@@ -440,7 +430,7 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
             self._heartbeat()
             self._resend_stalled()
         elif self.role is Role.GATHERING and (not self.config.quorum
-                                              or len(self.offers_from) >= self.config.majority):
+                                              or len(self.lead.offers_from) >= self.config.majority):
             # A gather that runs long (big offers to merge) must not look like a dead
             # leader to the nodes that accepted our term. A quorum minority stays quiet.
             for peer in self.peers.values():
@@ -458,14 +448,14 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
         return True
 
     def _heartbeat(self) -> None:
-        members = [Member(self.id, self.priority, self.address, True, self.config.slots,
-                          len(self.assigned.get(self.id, ())))]
-        members += [Member(p.node, p.priority, p.address, p.alive, p.slots,
-                           len(self.assigned.get(p.node, ()))) for p in self.peers.values()]
-        members_t, followers = tuple(members), tuple(self.followers)
+        lead = self.lead
+        members = [Member(self.id, self.priority, self.address, True, self.config.slots, lead.holding(self.id))]
+        members += [Member(p.node, p.priority, p.address, p.alive, p.slots, lead.holding(p.node))
+                    for p in self.peers.values()]
+        members_t, followers = tuple(members), tuple(lead.followers)
         digests = None
         for peer in self.peers.values():
-            want = peer.node not in self.offers_from
+            want = peer.node not in lead.offers_from
             if want and peer.alive and digests is None:
                 digests = self.table.digests()
             self._send(peer.node, Heartbeat(self.term, self.priority, members_t, followers, want,
@@ -594,8 +584,8 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
             self._send(newcomer, Gossip(known))
 
     def _heartbeat_one(self, node: NodeId) -> None:
-        want = node not in self.offers_from
-        self._send(node, Heartbeat(self.term, self.priority, (), tuple(self.followers), want,
+        want = node not in self.lead.offers_from
+        self._send(node, Heartbeat(self.term, self.priority, (), tuple(self.lead.followers), want,
                                    self.table.digests() if want else b""))
 
     # -- client requests ------------------------------------------------------------------------
@@ -671,7 +661,7 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
         if self.config.quorum and not self._has_quorum():
             self._reply(target, error(ErrorCode.NO_QUORUM, "no quorum: the leader cannot reach a majority"))
             return
-        if not self.followers and not self._may_ack_unreplicated():
+        if not self.lead.followers and not self._may_ack_unreplicated():
             self._reply(target, error(ErrorCode.UNREPLICATED, "no other node is reachable to hold a copy "
                                       "of the task (G1); retry when another node is up"))
             return
@@ -700,7 +690,7 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
                 seq = (self.term.number, self.submit_counter)
                 self._merge(TaskRecord(task_id, spec, seq, self.now))
             ids.append(task_id)
-        self._await_commit("reply", target, submit_ack(ids, bool(self.followers), self.id, str(self.term)))
+        self.lead.await_commit("reply", target, submit_ack(ids, bool(self.lead.followers), self.id, str(self.term)))
 
     def _cancel(self, target: tuple[NodeId, int], task_id: str) -> None:
         record = self.table.get(task_id)
@@ -710,7 +700,7 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
         if not record.state.terminal:
             record = self._merge(replace(record, cancelled=True)) or record
             self._cancel_attempts(record)
-        self._await_commit("reply", target, {"ok": True, "id": task_id, "state": record.state.value})
+        self.lead.await_commit("reply", target, {"ok": True, "id": task_id, "state": record.state.value})
 
     def _wait(self, target: tuple[NodeId, int], task_id: str) -> None:
         record = self.table.get(task_id)
@@ -719,7 +709,7 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
         elif record.state.terminal:
             self._reply(target, {"ok": True, "task": describe(record)})
         else:
-            self.waiters.setdefault(task_id, []).append(target)
+            self.lead.waiters.setdefault(task_id, []).append(target)
 
     def _query(self, what: str, params: dict) -> dict:
         if what == "task":
@@ -757,6 +747,19 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
                 self._send(node, FinishedAck(self.term, (attempt_id,)))
 
     # -- read-only views for drivers, clients and the dashboard ------------------------------------
+    @property
+    def followers(self) -> dict[NodeId, FollowerProgress]:
+        """The nodes that hold this leader's copy, and how far each is (none while not leading)."""
+        return self.lead.followers if self.lead is not None else {}
+
+    @property
+    def commit(self) -> int:
+        return self.lead.commit if self.lead is not None else 0
+
+    @property
+    def last_index(self) -> int:
+        return self.lead.last_index if self.lead is not None else 0
+
     def stats(self) -> dict:
         return {"node": self.id, "role": self.role.value, "term": str(self.term),
                 "leader": self.leader, "counts": {s.value: n for s, n in self.table.counts.items()},
@@ -772,7 +775,7 @@ class NodeCore(ElectionMixin, ReplicationMixin, SchedulerMixin, CompactionMixin)
         for m in members:
             m["role"] = ("leader" if m["node"] == self.leader else
                          "follower" if m["node"] in followers else "member")
-            m["running"] = len(self.assigned.get(m["node"], ())) if self.role is Role.LEADER else None
+            m["running"] = self.lead.holding(m["node"]) if self.role is Role.LEADER else None
         return {"node": self.id, "role": self.role.value, "term": str(self.term),
                 "leader": self.leader, "followers": list(followers), "members": members}
 

@@ -44,11 +44,11 @@ order is harmless.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from .leader import FollowerProgress
 from .messages import Append, AppendAck
-from .tasks import TaskRecord, next_part, stream_chunks
+from .tasks import next_part, stream_chunks
 from .types import NodeId, Role
 
 if TYPE_CHECKING:
@@ -59,62 +59,32 @@ else:
     _Base = object
 
 
-@dataclass(slots=True)
-class FollowerProgress:
-    sent: int = -1
-    acked: int = -1
-    snapshot_index: int = 0
-    needs_snapshot: bool = True
-    sent_at: float = 0.0
-    fresh_at: float = float("-inf")  # newest send time of an append it acknowledged
-    chosen_at: float = float("-inf")  # when it became a follower (its offer is awaited a while)
-    snapshot_parts: int = 0           # parts of the last snapshot sent while unacknowledged
-    snapshot_based_on: int = 0        # the offer id the last snapshot trusted (0: a whole one)
-
-
-@dataclass(slots=True)
-class PendingAck:
-    """Something to do once the log holds `index` on enough nodes."""
-
-    index: int
-    kind: str              # "reply" or "finished"
-    target: Any            # (origin node, request id) or (node, attempt id)
-    body: dict | None = None
-
-
 class ReplicationMixin(_Base):
     # -- leader: the log ---------------------------------------------------------
-    @property
-    def last_index(self) -> int:
-        return self.log_base + len(self.log)
-
-    def _log_change(self, record: TaskRecord) -> None:
-        """A record changed on the leader: give it a log entry to ship."""
-        if self.role in (Role.LEADER, Role.GATHERING):
-            self.log.append(record.task_id)
-
     def _choose_followers(self) -> None:
         """The highest-ranked live peers hold the copy (next bully winners)."""
         live = sorted((p for p in self.peers.values() if p.alive), key=lambda p: p.rank, reverse=True)
         want = len(live) if self.config.quorum else self.config.replicas
         chosen = [p.node for p in live[:want]]
-        for node in list(self.followers):
+        followers = self.lead.followers
+        for node in list(followers):
             if node not in chosen:
-                del self.followers[node]
+                del followers[node]
         for node in chosen:
-            if node not in self.followers:
-                self.followers[node] = FollowerProgress(chosen_at=self.now)
+            if node not in followers:
+                followers[node] = FollowerProgress(chosen_at=self.now)
         self._advance_commit()
 
     def _replicate(self) -> None:
         """Ship every follower what it has not been sent yet."""
-        for node, progress in self.followers.items():
+        lead = self.lead
+        for node, progress in lead.followers.items():
             if progress.needs_snapshot:
-                if (node not in self.peer_offers and node not in self.offers_from
+                if (node not in lead.peer_offers and node not in lead.offers_from
                         and self.now - progress.chosen_at < self.config.failure_timeout_s):
                     continue  # its offer (and digests) is on the way: then it gets only what differs
                 self._send_snapshot(node, progress)
-            elif progress.sent < self.last_index:
+            elif progress.sent < lead.last_index:
                 self._send_tail(node, progress)
 
     def _send_snapshot(self, node: NodeId, progress: FollowerProgress) -> None:
@@ -124,8 +94,8 @@ class ReplicationMixin(_Base):
         that offer since it started (a restart may have lost what the offer
         described); otherwise it refuses, and gets everything.
         """
-        index = self.last_index
-        offer_id, theirs = self.peer_offers.get(node, (0, b""))
+        index = self.lead.last_index
+        offer_id, theirs = self.lead.peer_offers.get(node, (0, b""))
         records = list(self.table.values_unlike(theirs))
         term, based_on, forgotten = self.term, offer_id if theirs else 0, tuple(self.forgotten)
 
@@ -145,11 +115,12 @@ class ReplicationMixin(_Base):
         # Chunks cover consecutive log ranges, so a lost chunk shows up as a
         # gap at the follower instead of being skipped over; a range ends
         # early where its records reach the byte cap.
-        batch, cap, base = self.config.max_batch, self.config.max_chunk_bytes, self.log_base
-        records = self.table.records
+        lead = self.lead
+        batch, cap, base, last = self.config.max_batch, self.config.max_chunk_bytes, lead.log_base, lead.last_index
+        records, log = self.table.records, lead.log
         start, ids, size = progress.sent, {}, 0
-        for pos in range(progress.sent, self.last_index):
-            task_id = self.log[pos - base]
+        for pos in range(progress.sent, last):
+            task_id = log[pos - base]
             if task_id in ids:
                 continue
             record = records.get(task_id)
@@ -159,9 +130,9 @@ class ReplicationMixin(_Base):
                 start, ids, size = pos, {}, 0
             ids[task_id] = None
             size += n
-        if ids or start < self.last_index:
-            self._send_range(node, start, self.last_index, ids)
-        progress.sent = self.last_index
+        if ids or start < last:
+            self._send_range(node, start, last, ids)
+        progress.sent = last
         progress.sent_at = self.now
 
     def _send_range(self, node: NodeId, prev: int, last: int, ids: dict[str, None]) -> None:
@@ -173,7 +144,7 @@ class ReplicationMixin(_Base):
 
     def _resend_stalled(self) -> None:
         """Go back to what a follower acknowledged when its acks stopped coming."""
-        for node, progress in self.followers.items():
+        for node, progress in self.lead.followers.items():
             # A snapshot in many parts takes its follower a while to merge: wait
             # a failure timeout per part before sending it all over again.
             wait_s = max(2 * self.config.heartbeat_interval_s,
@@ -182,19 +153,22 @@ class ReplicationMixin(_Base):
                 self._rewind(node, progress, progress.acked, refused=False)
 
     def _rewind(self, node: NodeId, progress: FollowerProgress, index: int, refused: bool = True) -> None:
-        if index < 0 or index < progress.snapshot_index or index < self.log_base:
+        lead = self.lead
+        if index < 0 or index < progress.snapshot_index or index < lead.log_base:
             progress.needs_snapshot = True
             # Perhaps a sparse snapshot it could not trust: the next one is whole, unless
             # a newer offer came meanwhile (a restarted follower offers again at once).
-            offer = self.peer_offers.get(node)
+            offer = lead.peer_offers.get(node)
             if refused and offer is not None and offer[0] == progress.snapshot_based_on:
-                del self.peer_offers[node]
+                del lead.peer_offers[node]
         else:
             progress.sent = index
 
     def _on_append_ack(self, sender: NodeId, msg: AppendAck) -> None:
-        progress = self.followers.get(sender)
-        if progress is None or msg.term != self.term or self.role is not Role.LEADER:
+        if self.role is not Role.LEADER or msg.term != self.term:
+            return
+        progress = self.lead.followers.get(sender)
+        if progress is None:
             return
         if msg.ok:
             progress.acked = max(progress.acked, msg.index)
@@ -207,22 +181,23 @@ class ReplicationMixin(_Base):
 
     # -- leader: commit ------------------------------------------------------------
     def _commit_index(self) -> int:
-        acks = [p.acked for p in self.followers.values()]
+        lead = self.lead
+        acks = [p.acked for p in lead.followers.values()]
         if self.config.quorum:
             need = self.config.majority - 1  # the leader holds everything it logged
             if need <= 0:
-                return self.last_index
+                return lead.last_index
             # The lease (G3): only acks of appends sent within half a failure
             # timeout count. A leader that was paused and wakes up to a backlog
             # of old acks cannot commit with them: by now another leader may
             # serve. Half: the next leader waits a whole one on its own clock,
             # which may run faster than ours.
             lease_from = self.now - self.config.failure_timeout_s / 2
-            acks = [p.acked for p in self.followers.values() if p.fresh_at >= lease_from]
-            return sorted(acks, reverse=True)[need - 1] if len(acks) >= need else self.commit
+            acks = [p.acked for p in lead.followers.values() if p.fresh_at >= lease_from]
+            return sorted(acks, reverse=True)[need - 1] if len(acks) >= need else lead.commit
         if acks:
             return min(acks)
-        return self.last_index if self._may_ack_unreplicated() else self.commit
+        return lead.last_index if self._may_ack_unreplicated() else lead.commit
 
     def _may_ack_unreplicated(self) -> bool:
         return self.config.replicas == 0 or not self.peers
@@ -230,32 +205,13 @@ class ReplicationMixin(_Base):
     def _advance_commit(self) -> None:
         if self.role is not Role.LEADER:
             return
-        if self.now < self.serve_from:
+        lead = self.lead
+        if self.now < lead.serve_from:
             return  # quorum mode: the previous leader's lease may not have run out yet
-        self.commit = max(self.commit, self._commit_index())
-        if not self.pending or self.pending[0].index > self.commit:
-            self._trim_log()
-            return
-        ready = [p for p in self.pending if p.index <= self.commit]
-        self.pending = [p for p in self.pending if p.index > self.commit]
-        for item in ready:
+        lead.commit = max(lead.commit, self._commit_index())
+        for item in lead.take_committed():
             self._complete(item)
-        self._trim_log()
-
-    def _trim_log(self) -> None:
-        """Drop log entries every follower has; a laggard gets a snapshot."""
-        if not self.followers:
-            keep_from = self.last_index
-        else:
-            keep_from = max(0, min(p.acked for p in self.followers.values()))
-        drop = keep_from - self.log_base
-        if drop > 1024:
-            del self.log[:drop]
-            self.log_base = keep_from
-
-    def _await_commit(self, kind: str, target: Any, body: dict | None = None) -> None:
-        """Do `kind` once everything logged so far is committed."""
-        self.pending.append(PendingAck(self.last_index, kind, target, body))
+        lead.trim_log()
 
     # -- follower ----------------------------------------------------------------------
     def _on_append(self, sender: NodeId, msg: Append) -> None:

@@ -43,9 +43,6 @@ from .tasks import LOST, Attempt, TaskRecord
 from .types import NodeId, Role
 from .types import attempt_id as make_attempt_id
 
-TASK_TIME_WEIGHT = 0.25  # of the newest sample in a node's moving average of its task time
-TASK_TIME_CAP_S = 1.0     # a longer gap between results counts as this (a node back from idle)
-
 if TYPE_CHECKING:
     from .node import NodeCore
 
@@ -77,39 +74,29 @@ class SchedulerMixin(_Base):
 
     def _free_slots(self) -> dict[NodeId, int]:
         free: dict[NodeId, int] = {}
-        mine = self._capacity(self.id, self.config.slots) - len(self.assigned.get(self.id, ()))
+        lead = self.lead
+        mine = self._capacity(self.id, self.config.slots) - lead.holding(self.id)
         if mine > 0:
             free[self.id] = mine
         for peer in self.peers.values():
             if peer.alive:
-                n = self._capacity(peer.node, peer.slots) - len(self.assigned.get(peer.node, ()))
+                n = self._capacity(peer.node, peer.slots) - lead.holding(peer.node)
                 if n > 0:
                     free[peer.node] = n
         return free
 
     def _capacity(self, node: NodeId, slots: int) -> int:
         """Tasks a node may hold: its slots, and `prefetch` per slot while its tasks are short."""
-        if self.task_time_s.get(node, float("inf")) < self.config.prefetch_below_s:
+        if self.lead.task_time_s.get(node, float("inf")) < self.config.prefetch_below_s:
             return slots * (1 + self.config.prefetch)
         return slots
-
-    def _time_result(self, node: NodeId) -> None:
-        """A result from `node`: update the moving average of how long its tasks take."""
-        last = self.last_result_at.get(node)
-        self.last_result_at[node] = self.now
-        if last is None:
-            return
-        slots = self.config.slots if node == self.id else self.peers[node].slots
-        sample = min(self.now - last, TASK_TIME_CAP_S) * max(1, slots)
-        old = self.task_time_s.get(node)
-        self.task_time_s[node] = sample if old is None else old + TASK_TIME_WEIGHT * (sample - old)
 
     def _start_attempt(self, record: TaskRecord, node: NodeId) -> None:
         self.attempt_counter += 1
         attempt_id = make_attempt_id(self.term, self.attempt_counter)
         attempt = Attempt(attempt_id, node, self.now)
         record = self._merge(record.with_attempt(attempt)) or record
-        self.assigned.setdefault(node, {})[attempt_id] = (record.task_id, self.now)
+        self.lead.lease(node, attempt_id, record.task_id, self.now)
         if node == self.id:
             self._run_locally(record, attempt_id)
         else:
@@ -153,9 +140,10 @@ class SchedulerMixin(_Base):
         self._merge(msg.record)
         for attempt in msg.record.attempts:
             if attempt.node == sender and not attempt.running:
-                if self._unassign(sender, attempt.attempt_id) is not None:
-                    self._time_result(sender)
-                self._await_commit("finished", (sender, attempt.attempt_id))
+                if self.lead.unassign(sender, attempt.attempt_id) is not None:
+                    slots = self.config.slots if sender == self.id else self.peers[sender].slots
+                    self.lead.time_result(sender, slots, self.now)
+                self.lead.await_commit("finished", (sender, attempt.attempt_id))
 
     def _on_finished_ack(self, msg: FinishedAck) -> None:
         for attempt_id in msg.attempt_ids:
@@ -178,28 +166,26 @@ class SchedulerMixin(_Base):
         return tuple(self.executing) + tuple(self.unacked)
 
     # -- leader: leases -------------------------------------------------------------
-    def _unassign(self, node: NodeId, attempt_id: str) -> tuple[str, float] | None:
-        """Drop a lease; returns it, (task id, dispatched at), if there was one."""
-        return self.assigned.get(node, {}).pop(attempt_id, None)
-
     def _note_running(self, task_id: str, attempt: Attempt) -> None:
         """Every running attempt a leader learns of is a lease it must watch."""
-        if self.role in (Role.LEADER, Role.GATHERING) and attempt.running:
-            self.assigned.setdefault(attempt.node, {}).setdefault(attempt.attempt_id, (task_id, self.now))
+        if self.lead is not None and attempt.running:
+            self.lead.assigned.setdefault(attempt.node, {}).setdefault(attempt.attempt_id, (task_id, self.now))
 
     def _sweep_leases(self) -> None:
         """Take back attempts held by dead nodes, or by us without running them."""
         grace = self.config.failure_timeout_s
-        for node in [n for n in self.assigned if n != self.id and not self._is_live_peer(n)]:
+        assigned = self.lead.assigned
+        for node in [n for n in assigned if n != self.id and not self._is_live_peer(n)]:
             self._reclaim_node(node)
         held = set(self.executing) | set(self.unacked)
-        for attempt_id, (task_id, since) in list(self.assigned.get(self.id, {}).items()):
+        for attempt_id, (task_id, since) in list(assigned.get(self.id, {}).items()):
             if attempt_id not in held and self.now - since >= grace:
                 self._lose_attempt(task_id, attempt_id)
 
     def _rebuild_assignments(self) -> None:
         """A new leader learns who runs what from the merged table (and times nodes afresh)."""
-        self.assigned, self.task_time_s, self.last_result_at = {}, {}, {}
+        lead = self.lead
+        lead.assigned, lead.task_time_s, lead.last_result_at = {}, {}, {}
         for record in self.table.with_running_attempts():
             for attempt in record.running_attempts():
                 if attempt.node == self.id and attempt.attempt_id not in self.executing:
@@ -207,7 +193,7 @@ class SchedulerMixin(_Base):
                 elif attempt.node != self.id and not self._is_live_peer(attempt.node):
                     self._lose_attempt(record.task_id, attempt.attempt_id)
                 else:
-                    self.assigned.setdefault(attempt.node, {})[attempt.attempt_id] = (record.task_id, self.now)
+                    lead.lease(attempt.node, attempt.attempt_id, record.task_id, self.now)
 
     def _is_live_peer(self, node: NodeId) -> bool:
         peer = self.peers.get(node)
@@ -220,13 +206,14 @@ class SchedulerMixin(_Base):
         if attempt is None or not attempt.running:
             return
         self._merge(record.with_attempt(replace(attempt, ended_at=self.now, outcome=LOST)))
-        self._unassign(attempt.node, attempt_id)
+        self.lead.unassign(attempt.node, attempt_id)
         self.out.append(Note("task_requeued", {"task": task_id, "node": attempt.node}))
 
     def _reclaim_node(self, node: NodeId) -> None:
-        for attempt_id, (task_id, _) in list(self.assigned.get(node, {}).items()):
+        assigned = self.lead.assigned
+        for attempt_id, (task_id, _) in list(assigned.get(node, {}).items()):
             self._lose_attempt(task_id, attempt_id)
-        self.assigned.pop(node, None)
+        assigned.pop(node, None)
 
     def _on_heartbeat_ack(self, sender: NodeId, msg: HeartbeatAck) -> None:
         """Reconcile: what the node no longer reports running was lost."""
@@ -236,7 +223,7 @@ class SchedulerMixin(_Base):
             return
         busy = set(msg.busy)
         grace = self.config.failure_timeout_s
-        for attempt_id, (task_id, since) in list(self.assigned.get(sender, {}).items()):
+        for attempt_id, (task_id, since) in list(self.lead.assigned.get(sender, {}).items()):
             if attempt_id not in busy and self.now - since >= grace:
                 self._lose_attempt(task_id, attempt_id)
 

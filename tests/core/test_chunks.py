@@ -56,7 +56,7 @@ def leader_holding(n_tasks: int):
 
 
 def snapshot_for_a_new_follower(n3) -> list[Append]:
-    n3.followers["n2"].needs_snapshot = True
+    n3.lead.followers["n2"].needs_snapshot = True
     out = n3.handle(ClientRequested(2, Submit((("late", TaskSpec("builtin", "noop")),))), 3.0)
     parts = [a for a in sends(out, Append, to="n2") if a.snapshot]
     assert len(parts) > 2 and [p.part for p in parts] == list(range(len(parts)))
@@ -109,10 +109,10 @@ def test_a_big_state_offer_comes_in_parts_and_counts_only_when_whole():
     offers = [replace(o, term=term) for o in offers]
     for o in offers[:1] + offers[2:]:  # a part lost
         recv(leader, "n1", o, 1.31)
-    assert "n1" not in leader.offers_from and len(leader.table) == len(leader.table.records)
+    assert "n1" not in leader.lead.offers_from and len(leader.table) == len(leader.table.records)
     for o in offers:
         recv(leader, "n1", o, 1.32)
-    assert "n1" in leader.offers_from and len(leader.table) == 10
+    assert "n1" in leader.lead.offers_from and len(leader.table) == 10
 
 
 def test_a_big_snapshot_goes_a_few_records_per_tick_and_what_comes_meanwhile_is_handled(monkeypatch):
@@ -121,7 +121,7 @@ def test_a_big_snapshot_goes_a_few_records_per_tick_and_what_comes_meanwhile_is_
 
     def snapshot_parts(out):
         return [a for a in sends(out, Append, to="n2") if a.snapshot]
-    n3.followers["n2"].needs_snapshot = True
+    n3.lead.followers["n2"].needs_snapshot = True
     out = n3.handle(ClientRequested(2, Submit((("late", TaskSpec("builtin", "noop")),))), 3.0)
     first = snapshot_parts(out)
     assert sum(len(a.records) for a in first[:-1]) < 3 <= sum(len(a.records) for a in first)
@@ -137,9 +137,9 @@ def test_a_big_snapshot_goes_a_few_records_per_tick_and_what_comes_meanwhile_is_
     assert [p.part for p in parts] == list(range(parts[-1].parts))  # every part, in order, once
     assert {r.task_id for p in parts for r in p.records} == set(n3.table.records)
 
-    n3.followers["n2"].needs_snapshot = True  # a newer snapshot replaces what is left of an older one
+    n3.lead.followers["n2"].needs_snapshot = True  # a newer snapshot replaces what is left of an older one
     old = snapshot_parts(n3.handle(ClientRequested(3, Submit((("later", TaskSpec("builtin", "noop")),))), 4.0))
-    n3.followers["n2"].needs_snapshot = True
+    n3.lead.followers["n2"].needs_snapshot = True
     new = snapshot_parts(n3.handle(ClientRequested(4, Submit((("last", TaskSpec("builtin", "noop")),))), 4.1))
     assert new[0].part == 0 and new[0].last_index > old[0].last_index
     out = n3.handle(TimerFired("tick"), 4.2)

@@ -357,7 +357,7 @@ def test_an_election_or_gather_timer_that_fires_early_is_armed_again_not_dropped
     quorum = node("n3", 3, {"n1": 1, "n2": 2}, Config(quorum=3))
     quorum.handle(TimerFired("tick"), 1.3)
     assert quorum.role is Role.GATHERING
-    deadline = quorum.gather_deadline
+    deadline = quorum.lead.gather.deadline
     out = quorum.handle(TimerFired("gather"), deadline - 1e-9)
     assert SetTimer("gather", deadline) in out and not sends(out, Coordinator)
     out = quorum.handle(TimerFired("gather"), deadline)

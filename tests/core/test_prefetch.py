@@ -61,8 +61,8 @@ def test_a_node_whose_tasks_turn_slow_gets_only_its_slots_again():
         now += 0.5
         out = finish(n3, held[:1], now)
         held = held[1:] + sends(out, Dispatch, to="n1")
-    assert n3.task_time_s["n1"] > 0.02
-    assert len(n3.assigned["n1"]) == 1  # back to one slot once the queue drained
+    assert n3.lead.task_time_s["n1"] > 0.02
+    assert len(n3.lead.assigned["n1"]) == 1  # back to one slot once the queue drained
 
 
 def test_prefetch_zero_is_one_task_per_slot():
@@ -85,4 +85,4 @@ def test_the_prefetched_tasks_of_a_dead_node_go_back_to_the_queue_with_their_los
         record = n3.table.get(task_id)
         assert record.state is TaskState.QUEUED
         assert [a.outcome for a in record.attempts] == [LOST]  # G2: the attempt stays in the history
-    assert n3.assigned.get("n1", {}) == {}
+    assert n3.lead.assigned.get("n1", {}) == {}
