@@ -21,46 +21,41 @@ any node can be behind by, at 16 bytes each. Each prune leaves the core as a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable
 
 from .events import ForgetRecords
+from .state import NodeState
 from .types import Role
 
-if TYPE_CHECKING:
-    from .node import NodeCore
-
-    _Base = NodeCore
-else:
-    _Base = object
 
 PRUNE_INTERVAL_S = 1.0  # often, so each prune is short: a busy leader finishes thousands of tasks a second
 TOMBSTONES = 200_000
 
 
-class CompactionMixin(_Base):
-    def _maybe_prune(self) -> None:
-        """Leader only: forget the finished tasks past their retention."""
-        if self.role is not Role.LEADER or self.now < self.next_prune_at:
-            return
-        self.next_prune_at = self.now + PRUNE_INTERVAL_S
-        victims = self.table.oldest_finished(self.config.retain_finished,
-                                             self.now - self.config.retain_finished_s)
-        if not victims:
-            return
-        self._forget(victims)
-        self.lead.log.extend(victims)
+def maybe_prune(core: NodeState) -> None:
+    """Leader only: forget the finished tasks past their retention."""
+    if core.role is not Role.LEADER or core.now < core.next_prune_at:
+        return
+    core.next_prune_at = core.now + PRUNE_INTERVAL_S
+    victims = core.table.oldest_finished(core.config.retain_finished,
+                                         core.now - core.config.retain_finished_s)
+    if not victims:
+        return
+    forget(core, victims)
+    core.lead.log.extend(victims)
 
-    def _forget(self, task_ids: Iterable[str]) -> None:
-        """Drop tasks and remember that they are gone (tombstones)."""
-        gone = []
-        for task_id in task_ids:
-            if task_id in self.forgotten:
-                continue
-            self.table.remove(task_id)
-            self.dirty.pop(task_id, None)
-            self.forgotten[task_id] = self.now
-            gone.append(task_id)
-        while len(self.forgotten) > TOMBSTONES:
-            del self.forgotten[next(iter(self.forgotten))]
-        if gone:
-            self.persist.append(ForgetRecords(tuple(gone)))
+
+def forget(core: NodeState, task_ids: Iterable[str]) -> None:
+    """Drop tasks and remember that they are gone (tombstones)."""
+    gone = []
+    for task_id in task_ids:
+        if task_id in core.forgotten:
+            continue
+        core.table.remove(task_id)
+        core.dirty.pop(task_id, None)
+        core.forgotten[task_id] = core.now
+        gone.append(task_id)
+    while len(core.forgotten) > TOMBSTONES:
+        del core.forgotten[next(iter(core.forgotten))]
+    if gone:
+        core.persist.append(ForgetRecords(tuple(gone)))

@@ -44,217 +44,253 @@ order is harmless.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from .leader import FollowerProgress
-from .messages import Append, AppendAck
+from . import compaction
+from .leader import FollowerProgress, PendingAck
+from .messages import Append, AppendAck, FinishedAck, Heartbeat, Member
+from .state import NodeState
 from .tasks import next_part, stream_chunks
 from .types import NodeId, Role
 
-if TYPE_CHECKING:
-    from .node import NodeCore
 
-    _Base = NodeCore
-else:
-    _Base = object
+# -- leader: the log ---------------------------------------------------------
+def choose_followers(core: NodeState) -> None:
+    """The highest-ranked live peers hold the copy (next bully winners)."""
+    live = sorted((p for p in core.peers.values() if p.alive), key=lambda p: p.rank, reverse=True)
+    want = len(live) if core.config.quorum else core.config.replicas
+    chosen = [p.node for p in live[:want]]
+    followers = core.lead.followers
+    for node in list(followers):
+        if node not in chosen:
+            del followers[node]
+    for node in chosen:
+        if node not in followers:
+            followers[node] = FollowerProgress(chosen_at=core.now)
+    advance_commit(core)
 
 
-class ReplicationMixin(_Base):
-    # -- leader: the log ---------------------------------------------------------
-    def _choose_followers(self) -> None:
-        """The highest-ranked live peers hold the copy (next bully winners)."""
-        live = sorted((p for p in self.peers.values() if p.alive), key=lambda p: p.rank, reverse=True)
-        want = len(live) if self.config.quorum else self.config.replicas
-        chosen = [p.node for p in live[:want]]
-        followers = self.lead.followers
-        for node in list(followers):
-            if node not in chosen:
-                del followers[node]
-        for node in chosen:
-            if node not in followers:
-                followers[node] = FollowerProgress(chosen_at=self.now)
-        self._advance_commit()
+def replicate(core: NodeState) -> None:
+    """Ship every follower what it has not been sent yet."""
+    lead = core.lead
+    for node, progress in lead.followers.items():
+        if progress.needs_snapshot:
+            if (node not in lead.peer_offers and node not in lead.offers_from
+                    and core.now - progress.chosen_at < core.config.failure_timeout_s):
+                continue  # its offer (and digests) is on the way: then it gets only what differs
+            _send_snapshot(core, node, progress)
+        elif progress.sent < lead.last_index:
+            _send_tail(core, node, progress)
 
-    def _replicate(self) -> None:
-        """Ship every follower what it has not been sent yet."""
-        lead = self.lead
-        for node, progress in lead.followers.items():
-            if progress.needs_snapshot:
-                if (node not in lead.peer_offers and node not in lead.offers_from
-                        and self.now - progress.chosen_at < self.config.failure_timeout_s):
-                    continue  # its offer (and digests) is on the way: then it gets only what differs
-                self._send_snapshot(node, progress)
-            elif progress.sent < lead.last_index:
-                self._send_tail(node, progress)
 
-    def _send_snapshot(self, node: NodeId, progress: FollowerProgress) -> None:
-        """Every record, or, given the follower's offer, the records of buckets that differ.
+def _send_snapshot(core: NodeState, node: NodeId, progress: FollowerProgress) -> None:
+    """Every record, or, given the follower's offer, the records of buckets that differ.
 
-        The follower applies a snapshot based on an offer only if it sent
-        that offer since it started (a restart may have lost what the offer
-        described); otherwise it refuses, and gets everything.
-        """
-        index = self.lead.last_index
-        offer_id, theirs = self.lead.peer_offers.get(node, (0, b""))
-        records = list(self.table.values_unlike(theirs))
-        term, based_on, forgotten = self.term, offer_id if theirs else 0, tuple(self.forgotten)
+    The follower applies a snapshot based on an offer only if it sent
+    that offer since it started (a restart may have lost what the offer
+    described); otherwise it refuses, and gets everything.
+    """
+    index = core.lead.last_index
+    offer_id, theirs = core.lead.peer_offers.get(node, (0, b""))
+    records = list(core.table.values_unlike(theirs))
+    term, based_on, forgotten = core.term, offer_id if theirs else 0, tuple(core.forgotten)
 
-        def parts():  # cut as they go (_send_parts): `parts` is part + 1 on the last one, more before
-            for n, chunk, last in stream_chunks(records, self.config.max_batch, self.config.max_chunk_bytes):
-                yield Append(term, 0, index, tuple(chunk), snapshot=True, forgotten=forgotten if last else (),
-                             sent_at=self.now, part=n, parts=n + 1 if last else n + 2, based_on=based_on)
-        self._send_parts(node, "snapshot", parts())
-        progress.needs_snapshot = False
-        progress.snapshot_based_on = based_on
-        progress.snapshot_parts = max(1, -(-len(records) // self.config.max_batch))
-        progress.snapshot_index = index
+    def parts():  # cut as they go (_send_parts): `parts` is part + 1 on the last one, more before
+        for n, chunk, last in stream_chunks(records, core.config.max_batch, core.config.max_chunk_bytes):
+            yield Append(term, 0, index, tuple(chunk), snapshot=True, forgotten=forgotten if last else (),
+                         sent_at=core.now, part=n, parts=n + 1 if last else n + 2, based_on=based_on)
+    core.send_parts(node, "snapshot", parts())
+    progress.needs_snapshot = False
+    progress.snapshot_based_on = based_on
+    progress.snapshot_parts = max(1, -(-len(records) // core.config.max_batch))
+    progress.snapshot_index = index
+    progress.sent = index
+    progress.sent_at = core.now
+
+
+def _send_tail(core: NodeState, node: NodeId, progress: FollowerProgress) -> None:
+    # Chunks cover consecutive log ranges, so a lost chunk shows up as a
+    # gap at the follower instead of being skipped over; a range ends
+    # early where its records reach the byte cap.
+    lead = core.lead
+    batch, cap, base, last = core.config.max_batch, core.config.max_chunk_bytes, lead.log_base, lead.last_index
+    records, log = core.table.records, lead.log
+    start, ids, size = progress.sent, {}, 0
+    for pos in range(progress.sent, last):
+        task_id = log[pos - base]
+        if task_id in ids:
+            continue
+        record = records.get(task_id)
+        n = record.approx_bytes if record is not None else 16
+        if ids and (len(ids) >= batch or size + n > cap):
+            _send_range(core, node, start, pos, ids)
+            start, ids, size = pos, {}, 0
+        ids[task_id] = None
+        size += n
+    if ids or start < last:
+        _send_range(core, node, start, last, ids)
+    progress.sent = last
+    progress.sent_at = core.now
+
+
+def _send_range(core: NodeState, node: NodeId, prev: int, last: int, ids: dict[str, None]) -> None:
+    table = core.table.records
+    records = tuple(table[t] for t in ids if t in table)
+    gone = tuple(t for t in ids if t not in table)
+    core.send(node, Append(core.term, prev, last, records, snapshot=False, forgotten=gone,
+                           sent_at=core.now))
+
+
+def resend_stalled(core: NodeState) -> None:
+    """Go back to what a follower acknowledged when its acks stopped coming."""
+    for node, progress in core.lead.followers.items():
+        # A snapshot in many parts takes its follower a while to merge: wait
+        # a failure timeout per part before sending it all over again.
+        wait_s = max(2 * core.config.heartbeat_interval_s,
+                     progress.snapshot_parts * core.config.failure_timeout_s)
+        if progress.acked < progress.sent and core.now - progress.sent_at >= wait_s:
+            _rewind(core, node, progress, progress.acked, refused=False)
+
+
+def _rewind(core: NodeState, node: NodeId, progress: FollowerProgress, index: int, refused: bool = True) -> None:
+    lead = core.lead
+    if index < 0 or index < progress.snapshot_index or index < lead.log_base:
+        progress.needs_snapshot = True
+        # Perhaps a sparse snapshot it could not trust: the next one is whole, unless
+        # a newer offer came meanwhile (a restarted follower offers again at once).
+        offer = lead.peer_offers.get(node)
+        if refused and offer is not None and offer[0] == progress.snapshot_based_on:
+            del lead.peer_offers[node]
+    else:
         progress.sent = index
-        progress.sent_at = self.now
 
-    def _send_tail(self, node: NodeId, progress: FollowerProgress) -> None:
-        # Chunks cover consecutive log ranges, so a lost chunk shows up as a
-        # gap at the follower instead of being skipped over; a range ends
-        # early where its records reach the byte cap.
-        lead = self.lead
-        batch, cap, base, last = self.config.max_batch, self.config.max_chunk_bytes, lead.log_base, lead.last_index
-        records, log = self.table.records, lead.log
-        start, ids, size = progress.sent, {}, 0
-        for pos in range(progress.sent, last):
-            task_id = log[pos - base]
-            if task_id in ids:
-                continue
-            record = records.get(task_id)
-            n = record.approx_bytes if record is not None else 16
-            if ids and (len(ids) >= batch or size + n > cap):
-                self._send_range(node, start, pos, ids)
-                start, ids, size = pos, {}, 0
-            ids[task_id] = None
-            size += n
-        if ids or start < last:
-            self._send_range(node, start, last, ids)
-        progress.sent = last
-        progress.sent_at = self.now
 
-    def _send_range(self, node: NodeId, prev: int, last: int, ids: dict[str, None]) -> None:
-        table = self.table.records
-        records = tuple(table[t] for t in ids if t in table)
-        gone = tuple(t for t in ids if t not in table)
-        self._send(node, Append(self.term, prev, last, records, snapshot=False, forgotten=gone,
-                                sent_at=self.now))
+def on_append_ack(core: NodeState, sender: NodeId, msg: AppendAck) -> None:
+    if msg.term != core.term:
+        return
+    progress = core.lead.followers.get(sender)
+    if progress is None:
+        return
+    if msg.ok:
+        progress.acked = max(progress.acked, msg.index)
+        if progress.acked >= progress.snapshot_index:
+            progress.snapshot_parts = 0
+        progress.fresh_at = max(progress.fresh_at, msg.sent_at)
+    else:
+        _rewind(core, sender, progress, msg.index)
+    advance_commit(core)
 
-    def _resend_stalled(self) -> None:
-        """Go back to what a follower acknowledged when its acks stopped coming."""
-        for node, progress in self.lead.followers.items():
-            # A snapshot in many parts takes its follower a while to merge: wait
-            # a failure timeout per part before sending it all over again.
-            wait_s = max(2 * self.config.heartbeat_interval_s,
-                         progress.snapshot_parts * self.config.failure_timeout_s)
-            if progress.acked < progress.sent and self.now - progress.sent_at >= wait_s:
-                self._rewind(node, progress, progress.acked, refused=False)
 
-    def _rewind(self, node: NodeId, progress: FollowerProgress, index: int, refused: bool = True) -> None:
-        lead = self.lead
-        if index < 0 or index < progress.snapshot_index or index < lead.log_base:
-            progress.needs_snapshot = True
-            # Perhaps a sparse snapshot it could not trust: the next one is whole, unless
-            # a newer offer came meanwhile (a restarted follower offers again at once).
-            offer = lead.peer_offers.get(node)
-            if refused and offer is not None and offer[0] == progress.snapshot_based_on:
-                del lead.peer_offers[node]
+# -- leader: commit ------------------------------------------------------------
+def _commit_index(core: NodeState) -> int:
+    lead = core.lead
+    acks = [p.acked for p in lead.followers.values()]
+    if core.config.quorum:
+        need = core.config.majority - 1  # the leader holds everything it logged
+        if need <= 0:
+            return lead.last_index
+        # The lease (G3): only acks of appends sent within half a failure
+        # timeout count. A leader that was paused and wakes up to a backlog
+        # of old acks cannot commit with them: by now another leader may
+        # serve. Half: the next leader waits a whole one on its own clock,
+        # which may run faster than ours.
+        lease_from = core.now - core.config.failure_timeout_s / 2
+        acks = [p.acked for p in lead.followers.values() if p.fresh_at >= lease_from]
+        return sorted(acks, reverse=True)[need - 1] if len(acks) >= need else lead.commit
+    if acks:
+        return min(acks)
+    return lead.last_index if core.may_ack_unreplicated() else lead.commit
+
+
+def advance_commit(core: NodeState) -> None:
+    if core.role is not Role.LEADER:
+        return
+    lead = core.lead
+    if core.now < lead.serve_from:
+        return  # quorum mode: the previous leader's lease may not have run out yet
+    lead.commit = max(lead.commit, _commit_index(core))
+    for item in lead.take_committed():
+        _complete(core, item)
+    lead.trim_log()
+
+
+def _complete(core: NodeState, item: PendingAck) -> None:
+    if item.kind == "reply":
+        core.reply(item.target, item.body or {"ok": True})
+    elif item.kind == "finished":
+        node, attempt_id = item.target
+        if node == core.id:
+            core.unacked.pop(attempt_id, None)
         else:
-            progress.sent = index
+            core.send(node, FinishedAck(core.term, (attempt_id,)))
 
-    def _on_append_ack(self, sender: NodeId, msg: AppendAck) -> None:
-        if self.role is not Role.LEADER or msg.term != self.term:
-            return
-        progress = self.lead.followers.get(sender)
-        if progress is None:
-            return
-        if msg.ok:
-            progress.acked = max(progress.acked, msg.index)
-            if progress.acked >= progress.snapshot_index:
-                progress.snapshot_parts = 0
-            progress.fresh_at = max(progress.fresh_at, msg.sent_at)
-        else:
-            self._rewind(sender, progress, msg.index)
-        self._advance_commit()
 
-    # -- leader: commit ------------------------------------------------------------
-    def _commit_index(self) -> int:
-        lead = self.lead
-        acks = [p.acked for p in lead.followers.values()]
-        if self.config.quorum:
-            need = self.config.majority - 1  # the leader holds everything it logged
-            if need <= 0:
-                return lead.last_index
-            # The lease (G3): only acks of appends sent within half a failure
-            # timeout count. A leader that was paused and wakes up to a backlog
-            # of old acks cannot commit with them: by now another leader may
-            # serve. Half: the next leader waits a whole one on its own clock,
-            # which may run faster than ours.
-            lease_from = self.now - self.config.failure_timeout_s / 2
-            acks = [p.acked for p in lead.followers.values() if p.fresh_at >= lease_from]
-            return sorted(acks, reverse=True)[need - 1] if len(acks) >= need else lead.commit
-        if acks:
-            return min(acks)
-        return lead.last_index if self._may_ack_unreplicated() else lead.commit
+# -- leader: heartbeats ------------------------------------------------------------
+def heartbeat(core: NodeState) -> None:
+    """Every tick: the leader is alive, here is the membership, and who has not offered yet."""
+    lead = core.lead
+    members = [Member(core.id, core.priority, core.address, True, core.config.slots, lead.holding(core.id))]
+    members += [Member(p.node, p.priority, p.address, p.alive, p.slots, lead.holding(p.node))
+                for p in core.peers.values()]
+    members_t, followers = tuple(members), tuple(lead.followers)
+    digests = None
+    for peer in core.peers.values():
+        want = peer.node not in lead.offers_from
+        if want and peer.alive and digests is None:
+            digests = core.table.digests()
+        core.send(peer.node, Heartbeat(core.term, core.priority, members_t, followers, want,
+                                       digests if want and peer.alive else b""))
 
-    def _may_ack_unreplicated(self) -> bool:
-        return self.config.replicas == 0 or not self.peers
 
-    def _advance_commit(self) -> None:
-        if self.role is not Role.LEADER:
-            return
-        lead = self.lead
-        if self.now < lead.serve_from:
-            return  # quorum mode: the previous leader's lease may not have run out yet
-        lead.commit = max(lead.commit, self._commit_index())
-        for item in lead.take_committed():
-            self._complete(item)
-        lead.trim_log()
+def heartbeat_one(core: NodeState, node: NodeId) -> None:
+    want = node not in core.lead.offers_from
+    core.send(node, Heartbeat(core.term, core.priority, (), tuple(core.lead.followers), want,
+                              core.table.digests() if want else b""))
 
-    # -- follower ----------------------------------------------------------------------
-    def _on_append(self, sender: NodeId, msg: Append) -> None:
-        if msg.snapshot and msg.based_on and msg.based_on not in self.offer_ids:
-            # Sparse, trusting an offer of ours we never sent (we restarted since): its
-            # records are facts still, but we hold less than it assumes. Ask for all.
-            self._apply(msg)
-            if msg.part == msg.parts - 1:
-                self._send(sender, AppendAck(self.term, self.applied_index, ok=False, sent_at=msg.sent_at))
-            return
-        if msg.snapshot and msg.parts > 1 and not self._snapshot_part(sender, msg):
-            return
-        if msg.snapshot:
-            self._apply(msg)
-            self.applied_index = msg.last_index
-            self.caught_up = True
-        elif msg.prev_index == self.applied_index:
-            self._apply(msg)
-            self.applied_index = max(self.applied_index, msg.last_index)
-        elif msg.last_index <= self.applied_index:
-            pass  # a duplicate of what we have
-        else:
-            self._send(sender, AppendAck(self.term, self.applied_index, ok=False, sent_at=msg.sent_at))
-            return
-        self._send(sender, AppendAck(self.term, self.applied_index, ok=True, sent_at=msg.sent_at))
-        self._maybe_take_over()
 
-    def _snapshot_part(self, sender: NodeId, msg: Append) -> bool:
-        """True for the last part of a snapshot whose parts all came, in order (then it applies).
+# -- follower ----------------------------------------------------------------------
+def on_append(core: NodeState, sender: NodeId, msg: Append) -> bool:
+    """Apply what continues what we have and acknowledge it; True if it did (bully step 6 may follow)."""
+    if msg.snapshot and msg.based_on and msg.based_on not in core.offer_ids:
+        # Sparse, trusting an offer of ours we never sent (we restarted since): its
+        # records are facts still, but we hold less than it assumes. Ask for all.
+        _apply(core, msg)
+        if msg.part == msg.parts - 1:
+            core.send(sender, AppendAck(core.term, core.applied_index, ok=False, sent_at=msg.sent_at))
+        return False
+    if msg.snapshot and msg.parts > 1 and not _snapshot_part(core, sender, msg):
+        return False
+    if msg.snapshot:
+        _apply(core, msg)
+        core.applied_index = msg.last_index
+        core.caught_up = True
+    elif msg.prev_index == core.applied_index:
+        _apply(core, msg)
+        core.applied_index = max(core.applied_index, msg.last_index)
+    elif msg.last_index <= core.applied_index:
+        pass  # a duplicate of what we have
+    else:
+        core.send(sender, AppendAck(core.term, core.applied_index, ok=False, sent_at=msg.sent_at))
+        return False
+    core.send(sender, AppendAck(core.term, core.applied_index, ok=True, sent_at=msg.sent_at))
+    return True
 
-        Earlier parts are merged as they come (records are facts either way)
-        but count for nothing until the last; after a gap the snapshot is
-        refused once, at its last part, and the leader sends it again.
-        """
-        self.snapshot_parts, whole = next_part(self.snapshot_parts, (msg.term, msg.last_index),
-                                               msg.part, msg.parts)
-        if whole is None:  # more to come: merge what came (facts), apply nothing yet
-            self._apply(msg)
-        elif whole is False and msg.part == msg.parts - 1:  # a part went missing
-            self._send(sender, AppendAck(self.term, self.applied_index, ok=False, sent_at=msg.sent_at))
-        return whole is True
 
-    def _apply(self, msg: Append) -> None:
-        self._forget(msg.forgotten)
-        for record in msg.records:
-            self._merge(record)
+def _snapshot_part(core: NodeState, sender: NodeId, msg: Append) -> bool:
+    """True for the last part of a snapshot whose parts all came, in order (then it applies).
+
+    Earlier parts are merged as they come (records are facts either way)
+    but count for nothing until the last; after a gap the snapshot is
+    refused once, at its last part, and the leader sends it again.
+    """
+    core.snapshot_parts, whole = next_part(core.snapshot_parts, (msg.term, msg.last_index),
+                                           msg.part, msg.parts)
+    if whole is None:  # more to come: merge what came (facts), apply nothing yet
+        _apply(core, msg)
+    elif whole is False and msg.part == msg.parts - 1:  # a part went missing
+        core.send(sender, AppendAck(core.term, core.applied_index, ok=False, sent_at=msg.sent_at))
+    return whole is True
+
+
+def _apply(core: NodeState, msg: Append) -> None:
+    compaction.forget(core, msg.forgotten)
+    for record in msg.records:
+        core.merge(record)

@@ -35,202 +35,193 @@ a node running longer tasks get no more than their slots.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
-
 from .events import Note, RunTask, SetTimer, StopTask
 from .messages import CancelRun, Dispatch, Finished, FinishedAck, HeartbeatAck
+from .state import NodeState
 from .tasks import LOST, Attempt, TaskRecord
 from .types import NodeId, Role
 from .types import attempt_id as make_attempt_id
 
-if TYPE_CHECKING:
-    from .node import NodeCore
 
-    _Base = NodeCore
-else:
-    _Base = object
-
-
-class SchedulerMixin(_Base):
-    # -- leader: dispatch ----------------------------------------------------------
-    def _dispatch(self) -> None:
-        """Fill free slots with the most urgent runnable tasks (G4)."""
-        if self.role is not Role.LEADER:
-            return
-        free = self._free_slots()
-        while free:
-            record, next_at = self.table.pop_runnable(
-                self.now, self.config.retry_backoff_s, self.config.retry_backoff_max_s)
-            if next_at is not None and (self.retry_at is None or next_at < self.retry_at):
-                self.retry_at = next_at
-                self.out.append(SetTimer("retry", next_at))
-            if record is None:
-                return
-            node = max(free, key=lambda n: (free[n], self.peers[n].rank if n in self.peers else self.rank))
-            free[node] -= 1
-            if not free[node]:
-                del free[node]
-            self._start_attempt(record, node)
-
-    def _free_slots(self) -> dict[NodeId, int]:
-        free: dict[NodeId, int] = {}
-        lead = self.lead
-        mine = self._capacity(self.id, self.config.slots) - lead.holding(self.id)
-        if mine > 0:
-            free[self.id] = mine
-        for peer in self.peers.values():
-            if peer.alive:
-                n = self._capacity(peer.node, peer.slots) - lead.holding(peer.node)
-                if n > 0:
-                    free[peer.node] = n
-        return free
-
-    def _capacity(self, node: NodeId, slots: int) -> int:
-        """Tasks a node may hold: its slots, and `prefetch` per slot while its tasks are short."""
-        if self.lead.task_time_s.get(node, float("inf")) < self.config.prefetch_below_s:
-            return slots * (1 + self.config.prefetch)
-        return slots
-
-    def _start_attempt(self, record: TaskRecord, node: NodeId) -> None:
-        self.attempt_counter += 1
-        attempt_id = make_attempt_id(self.term, self.attempt_counter)
-        attempt = Attempt(attempt_id, node, self.now)
-        record = self._merge(record.with_attempt(attempt)) or record
-        self.lead.lease(node, attempt_id, record.task_id, self.now)
-        if node == self.id:
-            self._run_locally(record, attempt_id)
-        else:
-            self._send(node, Dispatch(self.term, record, attempt_id))
-
-    def _on_retry_timer(self) -> None:
-        self.retry_at = None  # _dispatch (in flush) re-arms it if still needed
-
-    # -- any node: running ----------------------------------------------------------
-    def _on_dispatch(self, sender: NodeId, msg: Dispatch) -> None:
-        if msg.attempt_id in self.executing or msg.attempt_id in self.unacked:
-            return  # a duplicate dispatch
-        if self.stopping:
-            return  # leaving: the attempt is never run, and its lease ends with this node
-        self._merge(msg.record)
-        self._run_locally(msg.record, msg.attempt_id)
-
-    def _run_locally(self, record: TaskRecord, attempt_id: str) -> None:
-        self.executing[attempt_id] = record
-        self.out.append(RunTask(record.task_id, attempt_id, record.spec))
-
-    def _on_task_completed(self, task_id: str, attempt_id: str, outcome: str,
-                           result: dict | None, ended_at: float) -> None:
-        record = self.executing.pop(attempt_id, None)
+# -- leader: dispatch ----------------------------------------------------------
+def dispatch(core: NodeState) -> None:
+    """Fill free slots with the most urgent runnable tasks (G4)."""
+    free = _free_slots(core)
+    while free:
+        record, next_at = core.table.pop_runnable(
+            core.now, core.config.retry_backoff_s, core.config.retry_backoff_max_s)
+        if next_at is not None and (core.retry_at is None or next_at < core.retry_at):
+            core.retry_at = next_at
+            core.out.append(SetTimer("retry", next_at))
         if record is None:
             return
-        attempt = record.attempt(attempt_id)
-        ended = replace(attempt, ended_at=ended_at, outcome=outcome, result=result)
-        record = record.with_attempt(ended)
-        self._merge(record)
-        self.unacked[attempt_id] = (record, self.now)
-        if self.leader == self.id and self.role is Role.LEADER:
-            self._on_finished(self.id, Finished(self.term, record))
-        elif self.leader is not None:
-            self._send(self.leader, Finished(self.term, record))
+        node = max(free, key=lambda n: (free[n], core.peers[n].rank if n in core.peers else core.rank))
+        free[node] -= 1
+        if not free[node]:
+            del free[node]
+        _start_attempt(core, record, node)
 
-    def _on_finished(self, sender: NodeId, msg: Finished) -> None:
-        """A result is a fact whatever its term: merge it, ack once replicated."""
-        if self.role is not Role.LEADER:
-            return
-        self._merge(msg.record)
-        for attempt in msg.record.attempts:
-            if attempt.node == sender and not attempt.running:
-                if self.lead.unassign(sender, attempt.attempt_id) is not None:
-                    slots = self.config.slots if sender == self.id else self.peers[sender].slots
-                    self.lead.time_result(sender, slots, self.now)
-                self.lead.await_commit("finished", (sender, attempt.attempt_id))
 
-    def _on_finished_ack(self, msg: FinishedAck) -> None:
-        for attempt_id in msg.attempt_ids:
-            self.unacked.pop(attempt_id, None)
+def _free_slots(core: NodeState) -> dict[NodeId, int]:
+    free: dict[NodeId, int] = {}
+    lead = core.lead
+    mine = _capacity(core, core.id, core.config.slots) - lead.holding(core.id)
+    if mine > 0:
+        free[core.id] = mine
+    for peer in core.peers.values():
+        if peer.alive:
+            n = _capacity(core, peer.node, peer.slots) - lead.holding(peer.node)
+            if n > 0:
+                free[peer.node] = n
+    return free
 
-    def _resend_finished(self, force: bool = False) -> None:
-        """Results not yet acknowledged go (again) to the current leader."""
-        if self.leader is None or self.leader == self.id:
-            return
-        for attempt_id, (record, sent_at) in list(self.unacked.items()):
-            if force or self.now - sent_at >= self.config.failure_timeout_s:
-                self._send(self.leader, Finished(self.term, record))
-                self.unacked[attempt_id] = (record, self.now)
 
-    def _on_cancel_run(self, msg: CancelRun) -> None:
-        if msg.attempt_id in self.executing:
-            self.out.append(StopTask(msg.task_id, msg.attempt_id))
+def _capacity(core: NodeState, node: NodeId, slots: int) -> int:
+    """Tasks a node may hold: its slots, and `prefetch` per slot while its tasks are short."""
+    if core.lead.task_time_s.get(node, float("inf")) < core.config.prefetch_below_s:
+        return slots * (1 + core.config.prefetch)
+    return slots
 
-    def _busy(self) -> tuple[str, ...]:
-        return tuple(self.executing) + tuple(self.unacked)
 
-    # -- leader: leases -------------------------------------------------------------
-    def _note_running(self, task_id: str, attempt: Attempt) -> None:
-        """Every running attempt a leader learns of is a lease it must watch."""
-        if self.lead is not None and attempt.running:
-            self.lead.assigned.setdefault(attempt.node, {}).setdefault(attempt.attempt_id, (task_id, self.now))
+def _start_attempt(core: NodeState, record: TaskRecord, node: NodeId) -> None:
+    core.attempt_counter += 1
+    attempt_id = make_attempt_id(core.term, core.attempt_counter)
+    attempt = Attempt(attempt_id, node, core.now)
+    record = core.merge(record.with_attempt(attempt)) or record
+    core.lead.lease(node, attempt_id, record.task_id, core.now)
+    if node == core.id:
+        _run_locally(core, record, attempt_id)
+    else:
+        core.send(node, Dispatch(core.term, record, attempt_id))
 
-    def _sweep_leases(self) -> None:
-        """Take back attempts held by dead nodes, or by us without running them."""
-        grace = self.config.failure_timeout_s
-        assigned = self.lead.assigned
-        for node in [n for n in assigned if n != self.id and not self._is_live_peer(n)]:
-            self._reclaim_node(node)
-        held = set(self.executing) | set(self.unacked)
-        for attempt_id, (task_id, since) in list(assigned.get(self.id, {}).items()):
-            if attempt_id not in held and self.now - since >= grace:
-                self._lose_attempt(task_id, attempt_id)
 
-    def _rebuild_assignments(self) -> None:
-        """A new leader learns who runs what from the merged table (and times nodes afresh)."""
-        lead = self.lead
-        lead.assigned, lead.task_time_s, lead.last_result_at = {}, {}, {}
-        for record in self.table.with_running_attempts():
-            for attempt in record.running_attempts():
-                if attempt.node == self.id and attempt.attempt_id not in self.executing:
-                    self._lose_attempt(record.task_id, attempt.attempt_id)
-                elif attempt.node != self.id and not self._is_live_peer(attempt.node):
-                    self._lose_attempt(record.task_id, attempt.attempt_id)
-                else:
-                    lead.lease(attempt.node, attempt.attempt_id, record.task_id, self.now)
+def on_retry_timer(core: NodeState) -> None:
+    core.retry_at = None  # dispatch, at the end of the step, re-arms it if still needed
 
-    def _is_live_peer(self, node: NodeId) -> bool:
-        peer = self.peers.get(node)
-        return peer is not None and peer.alive
 
-    def _lose_attempt(self, task_id: str, attempt_id: str) -> None:
-        """L3: the attempt's node is gone; end it as lost, the task requeues."""
-        record = self.table.get(task_id)
-        attempt = record.attempt(attempt_id) if record else None
-        if attempt is None or not attempt.running:
-            return
-        self._merge(record.with_attempt(replace(attempt, ended_at=self.now, outcome=LOST)))
-        self.lead.unassign(attempt.node, attempt_id)
-        self.out.append(Note("task_requeued", {"task": task_id, "node": attempt.node}))
+# -- any node: running ----------------------------------------------------------
+def on_dispatch(core: NodeState, sender: NodeId, msg: Dispatch) -> None:
+    if msg.attempt_id in core.executing or msg.attempt_id in core.unacked:
+        return  # a duplicate dispatch
+    if core.stopping:
+        return  # leaving: the attempt is never run, and its lease ends with this node
+    core.merge(msg.record)
+    _run_locally(core, msg.record, msg.attempt_id)
 
-    def _reclaim_node(self, node: NodeId) -> None:
-        assigned = self.lead.assigned
-        for attempt_id, (task_id, _) in list(assigned.get(node, {}).items()):
-            self._lose_attempt(task_id, attempt_id)
-        assigned.pop(node, None)
 
-    def _on_heartbeat_ack(self, sender: NodeId, msg: HeartbeatAck) -> None:
-        """Reconcile: what the node no longer reports running was lost."""
-        peer = self.peers[sender]
-        peer.slots = msg.slots
-        if msg.term != self.term or self.role is not Role.LEADER:
-            return
-        busy = set(msg.busy)
-        grace = self.config.failure_timeout_s
-        for attempt_id, (task_id, since) in list(self.lead.assigned.get(sender, {}).items()):
-            if attempt_id not in busy and self.now - since >= grace:
-                self._lose_attempt(task_id, attempt_id)
+def _run_locally(core: NodeState, record: TaskRecord, attempt_id: str) -> None:
+    core.executing[attempt_id] = record
+    core.out.append(RunTask(record.task_id, attempt_id, record.spec))
 
-    def _cancel_attempts(self, record: TaskRecord) -> None:
+
+def on_task_completed(core: NodeState, task_id: str, attempt_id: str, outcome: str,
+                      result: dict | None, ended_at: float) -> None:
+    record = core.executing.pop(attempt_id, None)
+    if record is None:
+        return
+    attempt = record.attempt(attempt_id)
+    ended = replace(attempt, ended_at=ended_at, outcome=outcome, result=result)
+    record = record.with_attempt(ended)
+    core.merge(record)
+    core.unacked[attempt_id] = (record, core.now)
+    if core.leader == core.id and core.role is Role.LEADER:
+        on_finished(core, core.id, Finished(core.term, record))
+    elif core.leader is not None:
+        core.send(core.leader, Finished(core.term, record))
+
+
+def on_finished(core: NodeState, sender: NodeId, msg: Finished) -> None:
+    """A result is a fact whatever its term: merge it, ack once replicated."""
+    core.merge(msg.record)
+    for attempt in msg.record.attempts:
+        if attempt.node == sender and not attempt.running:
+            if core.lead.unassign(sender, attempt.attempt_id) is not None:
+                slots = core.config.slots if sender == core.id else core.peers[sender].slots
+                core.lead.time_result(sender, slots, core.now)
+            core.lead.await_commit("finished", (sender, attempt.attempt_id))
+
+
+def on_finished_ack(core: NodeState, sender: NodeId, msg: FinishedAck) -> None:
+    for attempt_id in msg.attempt_ids:
+        core.unacked.pop(attempt_id, None)
+
+
+def resend_finished(core: NodeState, force: bool = False) -> None:
+    """Results not yet acknowledged go (again) to the current leader."""
+    if core.leader is None or core.leader == core.id:
+        return
+    for attempt_id, (record, sent_at) in list(core.unacked.items()):
+        if force or core.now - sent_at >= core.config.failure_timeout_s:
+            core.send(core.leader, Finished(core.term, record))
+            core.unacked[attempt_id] = (record, core.now)
+
+
+def on_cancel_run(core: NodeState, sender: NodeId, msg: CancelRun) -> None:
+    if msg.attempt_id in core.executing:
+        core.out.append(StopTask(msg.task_id, msg.attempt_id))
+
+
+# -- leader: leases -------------------------------------------------------------
+def sweep_leases(core: NodeState) -> None:
+    """Take back attempts held by dead nodes, or by us without running them."""
+    grace = core.config.failure_timeout_s
+    assigned = core.lead.assigned
+    for node in [n for n in assigned if n != core.id and not core.is_live_peer(n)]:
+        reclaim_node(core, node)
+    held = set(core.executing) | set(core.unacked)
+    for attempt_id, (task_id, since) in list(assigned.get(core.id, {}).items()):
+        if attempt_id not in held and core.now - since >= grace:
+            _lose_attempt(core, task_id, attempt_id)
+
+
+def rebuild_assignments(core: NodeState) -> None:
+    """A new leader learns who runs what from the merged table (and times nodes afresh)."""
+    lead = core.lead
+    lead.assigned, lead.task_time_s, lead.last_result_at = {}, {}, {}
+    for record in core.table.with_running_attempts():
         for attempt in record.running_attempts():
-            if attempt.node == self.id:
-                if attempt.attempt_id in self.executing:
-                    self.out.append(StopTask(record.task_id, attempt.attempt_id))
+            if attempt.node == core.id and attempt.attempt_id not in core.executing:
+                _lose_attempt(core, record.task_id, attempt.attempt_id)
+            elif attempt.node != core.id and not core.is_live_peer(attempt.node):
+                _lose_attempt(core, record.task_id, attempt.attempt_id)
             else:
-                self._send(attempt.node, CancelRun(self.term, record.task_id, attempt.attempt_id))
+                lead.lease(attempt.node, attempt.attempt_id, record.task_id, core.now)
+
+
+def _lose_attempt(core: NodeState, task_id: str, attempt_id: str) -> None:
+    """L3: the attempt's node is gone; end it as lost, the task requeues."""
+    record = core.table.get(task_id)
+    attempt = record.attempt(attempt_id) if record else None
+    if attempt is None or not attempt.running:
+        return
+    core.merge(record.with_attempt(replace(attempt, ended_at=core.now, outcome=LOST)))
+    core.lead.unassign(attempt.node, attempt_id)
+    core.out.append(Note("task_requeued", {"task": task_id, "node": attempt.node}))
+
+
+def reclaim_node(core: NodeState, node: NodeId) -> None:
+    assigned = core.lead.assigned
+    for attempt_id, (task_id, _) in list(assigned.get(node, {}).items()):
+        _lose_attempt(core, task_id, attempt_id)
+    assigned.pop(node, None)
+
+
+def on_heartbeat_ack(core: NodeState, sender: NodeId, msg: HeartbeatAck) -> None:
+    """Reconcile: what the node no longer reports running was lost."""
+    core.peers[sender].slots = msg.slots
+    if msg.term != core.term:
+        return
+    busy = set(msg.busy)
+    grace = core.config.failure_timeout_s
+    for attempt_id, (task_id, since) in list(core.lead.assigned.get(sender, {}).items()):
+        if attempt_id not in busy and core.now - since >= grace:
+            _lose_attempt(core, task_id, attempt_id)
+
+
+def cancel_attempts(core: NodeState, record: TaskRecord) -> None:
+    for attempt in record.running_attempts():
+        if attempt.node == core.id:
+            if attempt.attempt_id in core.executing:
+                core.out.append(StopTask(record.task_id, attempt.attempt_id))
+        else:
+            core.send(attempt.node, CancelRun(core.term, record.task_id, attempt.attempt_id))

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from helpers import make_leader, node, of, recv, sends
-from p2pq.core import node as core_node
+from p2pq.core import state as core_state
 from p2pq.core.events import ClientRequested, Reply, TimerFired
 from p2pq.core.messages import Append, AppendAck, Coordinator, HeartbeatAck, StateOffer, Submit
 from p2pq.core.tasks import TaskRecord, TaskSpec, stream_chunks
@@ -116,7 +116,7 @@ def test_a_big_state_offer_comes_in_parts_and_counts_only_when_whole():
 
 
 def test_a_big_snapshot_goes_a_few_records_per_tick_and_what_comes_meanwhile_is_handled(monkeypatch):
-    monkeypatch.setattr(core_node, "BULK_RECORDS", 3)
+    monkeypatch.setattr(core_state, "BULK_RECORDS", 3)
     n3 = leader_holding(12)
 
     def snapshot_parts(out):
@@ -146,14 +146,14 @@ def test_a_big_snapshot_goes_a_few_records_per_tick_and_what_comes_meanwhile_is_
     assert {a.last_index for a in snapshot_parts(out)} == {new[0].last_index}
 
 
-@pytest.mark.parametrize("bulk_records", [core_node.BULK_RECORDS, 3])
+@pytest.mark.parametrize("bulk_records", [core_state.BULK_RECORDS, 3])
 @pytest.mark.parametrize("scenario", ["leader-crash", "crash-restart", "isolate-leader", "lossy-links"])
 def test_the_cluster_survives_faults_with_every_table_in_many_parts(scenario, bulk_records, monkeypatch):
     """The simulator, codec in the loop, with a cap so small that every snapshot and offer has
     parts; and with only a few records' worth of parts sent per step."""
     from p2pq.sim.runner import run
     from p2pq.sim.scenarios import SCENARIOS
-    monkeypatch.setattr(core_node, "BULK_RECORDS", bulk_records)
+    monkeypatch.setattr(core_state, "BULK_RECORDS", bulk_records)
     for seed in range(3):
         config = replace(Config(), max_chunk_bytes=2000)
         result = run(scenario, SCENARIOS[scenario], seed, config=config, keep_world=True)

@@ -10,9 +10,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers import make_leader, node, of, recv
+from p2pq.core import clients, compaction
 from p2pq.core.events import ClientRequested, MessageReceived, Note, Reply, SetTimer, TimerFired
-from p2pq.core.messages import (DecodeError, Forward, Query, Submit, Wait, decode_client_request,
+from p2pq.core.messages import (DecodeError, Election, Forward, Query, Submit, Wait, decode_client_request,
                                 from_wire, record_to_wire, spec_to_wire, to_wire)
+from p2pq.core.node import ON_MESSAGE, ON_TIMER
 from p2pq.core.tasks import TaskSpec
 from p2pq.core.types import IllegalTransition, Role, Trigger
 from p2pq.net.framing import decode_body, encode_frame
@@ -109,14 +111,14 @@ def test_a_resubmit_of_an_id_with_another_spec_is_a_conflict_and_the_same_spec_i
 def test_an_event_that_raises_is_answered_internal_and_the_rest_of_its_step_goes_on(monkeypatch):
     leader = node("n2", 2, {"n1": 1})
     make_leader(leader)
-    real = type(leader)._query
+    real = clients._query
 
-    def flaky(self, what, params):
+    def flaky(core, what, params):
         if what == "stats":
             raise KeyError("a bug")
-        return real(self, what, params)
+        return real(core, what, params)
 
-    monkeypatch.setattr(type(leader), "_query", flaky)
+    monkeypatch.setattr(clients, "_query", flaky)
     out = leader.handle_batch([ClientRequested(1, Query("stats")), ClientRequested(2, Query("list")),
                                MessageReceived("n1", Forward("n1", 7, Query("stats")))], 2.0)
     replies = {r.request_id: r.body for r in of(out, Reply)}
@@ -132,7 +134,7 @@ def test_an_event_that_raises_is_answered_internal_and_the_rest_of_its_step_goes
 def test_a_tick_that_raises_keeps_the_heartbeat_timer(monkeypatch):
     leader = node("n2", 2, {"n1": 1})
     make_leader(leader)
-    monkeypatch.setattr(type(leader), "_maybe_prune", lambda self: 1 / 0)
+    monkeypatch.setattr(compaction, "maybe_prune", lambda core: 1 / 0)
     out = leader.handle(TimerFired("tick"), 2.0)
     assert [t.name for t in of(out, SetTimer)].count("tick") == 1
     assert any(n.kind == "internal_error" for n in of(out, Note))
@@ -142,7 +144,7 @@ def test_a_tick_that_raises_keeps_the_heartbeat_timer(monkeypatch):
 def test_a_timer_whose_handler_raises_fires_again(monkeypatch):
     n1 = node("n1", 1, {"n2": 2})
     n1.handle(TimerFired("tick"), 1.5)  # n1 asks n2, waits for an answer
-    monkeypatch.setattr(type(n1), "_on_election_timer", lambda self: 1 / 0)
+    monkeypatch.setitem(ON_TIMER[Role.ELECTING], "election", lambda core: 1 / 0)
     out = n1.handle(TimerFired("election"), 1.8)
     assert [t.name for t in of(out, SetTimer)] == ["election"]
     monkeypatch.undo()
@@ -154,10 +156,10 @@ def test_an_invariant_violation_stops_the_step(monkeypatch):
     leader = node("n2", 2, {"n1": 1})
     make_leader(leader)
 
-    def illegal(self, sender, msg):
-        self._become(Role.WAITING, Trigger.ANSWER)  # leader -> waiting: never taken
+    def illegal(core, sender, msg):
+        core.become(Role.WAITING, Trigger.ANSWER)  # leader -> waiting: never taken
 
-    monkeypatch.setattr(type(leader), "_on_election", illegal)
+    monkeypatch.setitem(ON_MESSAGE[Role.LEADER], Election, illegal)
     with pytest.raises(IllegalTransition):
         recv(leader, "n1", from_wire({"type": "election", "term": [1, "n1"], "priority": 1}), 2.0)
 

@@ -131,7 +131,7 @@ def test_a_leader_that_leaves_is_replaced_without_waiting_for_a_timeout():
 def test_an_illegal_role_transition_raises():
     n1 = node("n1", 1, {"n2": 2})
     with pytest.raises(IllegalTransition, match=r"invalid transition \[member -> leader\] on gathered"):
-        n1._become(Role.LEADER, Trigger.GATHERED)
+        n1.become(Role.LEADER, Trigger.GATHERED)
 
 
 def test_a_stranger_that_joins_is_told_whom_we_know_and_joins_them():

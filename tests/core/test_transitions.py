@@ -16,12 +16,12 @@ from p2pq.core.types import TRANSITIONS, Config, IllegalTransition, Role, Term, 
 @pytest.fixture
 def taken(monkeypatch):
     edges: set[tuple[Role, Role, Trigger]] = set()
-    become = NodeCore._become
+    become = NodeCore.become
 
     def recording(self, role, trigger):
         edges.add((self.role, role, trigger))
         become(self, role, trigger)
-    monkeypatch.setattr(NodeCore, "_become", recording)
+    monkeypatch.setattr(NodeCore, "become", recording)
     return edges
 
 
@@ -81,11 +81,11 @@ def test_every_other_move_raises():
         core = node("n1", 1, {"n2": 2})
         core.role = a
         if trigger in TRANSITIONS.get((a, b), ()):
-            core._become(b, trigger)
+            core.become(b, trigger)
             assert core.role is b
         else:
             with pytest.raises(IllegalTransition, match=f"{a.value} -> {b.value}"):
-                core._become(b, trigger)
+                core.become(b, trigger)
             assert core.role is a
 
 

@@ -62,12 +62,12 @@ SCENARIO = Scenario("leader-dies-for-good", schedule, duration_s=6.0, restart_at
 
 
 def test_a_failing_run_prints_its_seed_and_the_command_that_replays_it(monkeypatch, tmp_path):
-    from p2pq.core.replication import ReplicationMixin
+    from p2pq.core import replication
     path = tmp_path / "leader_dies_for_good.py"
     path.write_text(LEADER_DIES_FOR_GOOD)
     assert invoke(str(path), "--seeds", "3", "--jobs", "1").exit_code == 0
-    monkeypatch.setattr(ReplicationMixin, "_commit_index", lambda self: self.last_index)
-    monkeypatch.setattr(ReplicationMixin, "_replicate", lambda self: None)
+    monkeypatch.setattr(replication, "_commit_index", lambda core: core.last_index)
+    monkeypatch.setattr(replication, "replicate", lambda core: None)
     result = invoke(str(path), "--seeds", "3", "--jobs", "1")
     assert result.exit_code == 1
     assert f"replay: p2pq sim {path} --seed" in result.output

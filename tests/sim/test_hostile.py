@@ -7,8 +7,9 @@ import random
 import pytest
 
 import p2pq.sim.world as world_module
-from p2pq.core.messages import DecodeError, Query, decode_client_request
-from p2pq.core.node import NodeCore
+from p2pq.core.messages import DecodeError, FinishedAck, Query, decode_client_request
+from p2pq.core.node import ON_MESSAGE
+from p2pq.core.types import Role
 from p2pq.net.framing import decode_body, encode_frame
 from p2pq.sim.hostile import hostile_request
 from p2pq.sim.runner import run
@@ -56,7 +57,7 @@ def test_the_checker_fails_a_run_in_which_the_codec_refuses_a_message(monkeypatc
 
 
 def test_the_checker_fails_a_run_with_an_internal_error_yet_the_cluster_goes_on(monkeypatch):
-    monkeypatch.setattr(NodeCore, "_on_finished_ack", lambda self, msg: 1 / 0)
+    monkeypatch.setitem(ON_MESSAGE[Role.MEMBER], FinishedAck, lambda core, sender, msg: 1 / 0)
     result = run("calm", SCENARIOS["calm"], 1)
     assert result.report.internal_errors > 0 and not result.ok
     assert result.report.lost == 0 and result.drained  # one failing handler took nothing else with it

@@ -134,7 +134,7 @@ def test_worker_processes_give_the_same_runs_as_one_process():
 
 def test_the_checker_catches_a_leader_that_acknowledges_before_replicating(monkeypatch):
     """A mutant protocol (acknowledge without replicating) must lose tasks somewhere."""
-    from p2pq.core.replication import ReplicationMixin
+    from p2pq.core import replication
 
     def crash_for_good(world):
         world.call_at(3.0 + world.rng.random(), lambda: world.crash(leader_of(world)))
@@ -142,8 +142,8 @@ def test_the_checker_catches_a_leader_that_acknowledges_before_replicating(monke
     slow = LinkModel(latency=Uniform(0.02, 0.06))
     honest = sum(run("crash", crash_for_good, seed, link=slow, restart_at_heal=False).report.lost
                  for seed in range(10))
-    monkeypatch.setattr(ReplicationMixin, "_commit_index", lambda self: self.last_index)
-    monkeypatch.setattr(ReplicationMixin, "_replicate", lambda self: None)
+    monkeypatch.setattr(replication, "_commit_index", lambda core: core.last_index)
+    monkeypatch.setattr(replication, "replicate", lambda core: None)
     mutant = [run("crash", crash_for_good, seed, link=slow, restart_at_heal=False) for seed in range(10)]
     assert honest == 0 and sum(r.report.lost for r in mutant) > 0
     failing = next(r for r in mutant if not r.ok)

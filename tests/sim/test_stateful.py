@@ -110,9 +110,9 @@ def test_any_mix_of_faults_loses_nothing_in_quorum_mode():
 
 def test_the_machine_finds_and_shrinks_a_protocol_that_acknowledges_before_replicating(monkeypatch):
     """A mutant that acknowledges at once must be caught, and the example shrunk to a few steps."""
-    from p2pq.core.replication import ReplicationMixin
-    monkeypatch.setattr(ReplicationMixin, "_commit_index", lambda self: self.last_index)
-    monkeypatch.setattr(ReplicationMixin, "_replicate", lambda self: None)
+    from p2pq.core import replication
+    monkeypatch.setattr(replication, "_commit_index", lambda core: core.last_index)
+    monkeypatch.setattr(replication, "replicate", lambda core: None)
 
     class NoRestart(Cluster):
         restart_at_heal = False  # a crashed leader's own disk must not be what saves the task
