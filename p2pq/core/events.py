@@ -7,7 +7,7 @@ the commands; the core itself never touches a socket, a clock or a disk.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Union
+from typing import Any, Callable, Iterable, Iterator, Mapping, Union
 
 from .tasks import Attempt, TaskRecord, TaskSpec
 from .types import NodeId, Term
@@ -150,32 +150,79 @@ class Note:
     detail: dict
 
 
-Command = Union[Send, SetTimer, Reply, RunTask, StopTask, PersistTerm, PersistRecords,
-                ForgetRecords, ForgetPeer, Note]
+Durable = Union[PersistTerm, PersistRecords, ForgetRecords]
+Action = Union[Send, SetTimer, Reply, RunTask, StopTask, ForgetPeer, Note]
+Command = Union[Durable, Action]
+DURABLE: tuple[type, ...] = (PersistTerm, PersistRecords, ForgetRecords)
+ACTIONS: tuple[type, ...] = (Send, SetTimer, Reply, RunTask, StopTask, ForgetPeer, Note)
 
-# Every command, and the driver method that carries it out: the runtime
-# (net/node.py) and the simulator (sim/world.py) each bind all of them when
-# they start, so a command that a driver does not handle is an error there,
-# never a command silently dropped. The durable ones come first in a step.
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What one ``handle_batch`` asks of its driver: what to make durable, then what to do.
+
+    A driver writes ``durable`` (one journal batch) before it carries out
+    anything of ``actions``: nothing is said that a crash could take back.
+    Iterating a step gives every command in that order.
+    """
+
+    durable: tuple[Durable, ...] = ()
+    actions: tuple[Action, ...] = ()
+
+    def __iter__(self) -> Iterator[Command]:
+        yield from self.durable
+        yield from self.actions
+
+    def __len__(self) -> int:
+        return len(self.durable) + len(self.actions)
+
+
+# Every command, and the driver method that carries it out. The simulator
+# (sim/world.py) binds all of them; the runtime (net/node.py) binds the
+# actions and hands the durable ones to its journal (net/storage.py,
+# batch_of). A command that a driver does not handle is an error, never a
+# command silently dropped.
 COMMANDS: dict[type, str] = {
     PersistTerm: "_do_persist_term", PersistRecords: "_do_persist_records",
     ForgetRecords: "_do_forget_records", Send: "_do_send", SetTimer: "_do_set_timer",
     Reply: "_do_reply", RunTask: "_do_run_task", StopTask: "_do_stop_task",
     ForgetPeer: "_do_forget_peer", Note: "_do_note",
 }
-DURABLE = (PersistTerm, PersistRecords, ForgetRecords)
+Handlers = Mapping[type, Callable[..., None]]
 
 
-def bind_commands(driver: object) -> dict[type, Callable[..., None]]:
-    """Each command type's handler on `driver`; TypeError naming any it lacks."""
-    missing = [name for name in COMMANDS.values() if not callable(getattr(driver, name, None))]
+def bind_commands(driver: object, kinds: Iterable[type] = tuple(COMMANDS)) -> dict[type, Callable[..., None]]:
+    """The handler on `driver` of each command type of `kinds`; TypeError naming any it lacks."""
+    kinds = tuple(kinds)
+    missing = [COMMANDS[kind] for kind in kinds if not callable(getattr(driver, COMMANDS[kind], None))]
     if missing:
         raise TypeError(f"{type(driver).__name__} does not carry out {', '.join(missing)}")
-    return {kind: getattr(driver, name) for kind, name in COMMANDS.items()}
+    return {kind: getattr(driver, COMMANDS[kind]) for kind in kinds}
+
+
+def carry_out(commands: Iterable[Command], handlers: Handlers, *context: Any,
+              on_error: Callable[[Command, Exception], None] | None = None) -> None:
+    """Carry out `commands` in order, each by its type's handler, called as ``handler(*context, command)``.
+
+    The one loop both drivers run. A command no handler takes raises
+    TypeError. With `on_error`, a command that fails is reported to it and
+    the others go on (G5); without, the failure propagates.
+    """
+    for command in commands:
+        handler = handlers.get(type(command))
+        try:
+            if handler is None:
+                raise TypeError(f"no handler for the command {type(command).__name__}")
+            handler(*context, command)
+        except Exception as exc:
+            if on_error is None:
+                raise
+            on_error(command, exc)
+
 
 __all__ = [
     "Started", "PeerDiscovered", "PeerRefused", "MessageReceived", "TimerFired", "ClientRequested",
     "TaskCompleted", "ShutdownRequested", "Event", "Send", "SetTimer", "Reply", "RunTask",
     "StopTask", "PersistTerm", "PersistRecords", "ForgetRecords", "ForgetPeer", "Note", "Command", "Attempt",
-    "COMMANDS", "DURABLE", "bind_commands",
+    "Durable", "Action", "Step", "COMMANDS", "DURABLE", "ACTIONS", "bind_commands", "carry_out",
 ]

@@ -28,8 +28,8 @@ from typing import Any, Callable, Iterable
 
 from . import clients, compaction, election, membership, replication, scheduler
 from .errors import ErrorCode, error
-from .events import (ClientRequested, Command, Event, MessageReceived, Note, PeerDiscovered, PeerRefused,
-                     PersistRecords, Reply, SetTimer, ShutdownRequested, Started, TaskCompleted, TimerFired)
+from .events import (ClientRequested, Event, MessageReceived, Note, PeerDiscovered, PeerRefused, PersistRecords,
+                     Reply, SetTimer, ShutdownRequested, Started, Step, TaskCompleted, TimerFired)
 from .messages import (Answer, Append, AppendAck, CancelRun, Coordinator, Dispatch, Election, Finished,
                        FinishedAck, Forward, ForwardReply, Gossip, Heartbeat, HeartbeatAck, Join, Leave,
                        Reject, StateOffer)
@@ -144,11 +144,11 @@ ON_TIMER: dict[Role, dict[str, Timer]] = {
 class NodeCore(NodeState):
     """The protocol of one node: feed it events, carry out its commands."""
 
-    def handle(self, event: Event, now: float) -> list[Command]:
-        """Apply one event at time `now`; return the commands to carry out, in order."""
+    def handle(self, event: Event, now: float) -> Step:
+        """Apply one event at time `now`; return what to make durable, then what to do."""
         return self.handle_batch((event,), now)
 
-    def handle_batch(self, events: Iterable[Event], now: float) -> list[Command]:
+    def handle_batch(self, events: Iterable[Event], now: float) -> Step:
         """Apply several events at once; replication and dispatch run once at the end.
 
         Each event is handled on its own (G5): an exception while handling
@@ -182,10 +182,9 @@ class NodeCore(NodeState):
         if self.dirty:
             self.persist.append(PersistRecords(tuple(self.dirty.values())))
             self.dirty = {}
-        # Durable state first: nothing is said that a crash could take back.
-        out = self.persist + self.out
+        step = Step(tuple(self.persist), tuple(self.out))
         self.persist, self.out = [], []
-        return out
+        return step
 
     def _event_failed(self, event: Event | None, exc: Exception) -> None:
         """One event could not be handled: say so, answer whoever waits on it, keep the timers."""

@@ -32,9 +32,9 @@ from typing import Any
 
 from p2pq import PROTOCOL_VERSION
 from p2pq.core.errors import ErrorCode, error
-from p2pq.core.events import (ClientRequested, ForgetPeer, ForgetRecords, MessageReceived, Note, PeerDiscovered,
-                              PeerRefused, PersistRecords, PersistTerm, Reply, RunTask, Send, SetTimer,
-                              ShutdownRequested, Started, StopTask, TaskCompleted, TimerFired, bind_commands)
+from p2pq.core.events import (ACTIONS, ClientRequested, ForgetPeer, MessageReceived, Note, PeerDiscovered,
+                              PeerRefused, Reply, RunTask, Send, SetTimer, ShutdownRequested, Started, StopTask,
+                              TaskCompleted, TimerFired, bind_commands, carry_out)
 from p2pq.core.messages import DecodeError, Submit, decode_client_request, from_wire, to_wire
 from p2pq.core.node import NodeCore
 from p2pq.core.tasks import TaskSpec
@@ -218,10 +218,10 @@ class NodeRuntime:
         self.failure: NodeFailed | None = None  # set when the node must stop (journal, bug, duplicate id)
         self.on_fatal = None  # called (no arguments) after `failure` is set
         self._events: list[Any] = []
-        self._outbox: asyncio.Queue = asyncio.Queue()  # (journal write, commands) per batch, in order
+        self._outbox: asyncio.Queue = asyncio.Queue()  # (journal write, actions) per step, in order
         self._wake = asyncio.Event()
         self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._do = bind_commands(self)  # every command type, each handler taking the command
+        self._do = bind_commands(self, ACTIONS)  # the durable commands go to the journal (batch_of)
         self._tick_due: float | None = None  # loop time the armed tick is due
         self.tick_lateness = Lateness()
         self._clients: dict[int, tuple[ClientConnection | asyncio.Future, Any]] = {}
@@ -383,7 +383,7 @@ class NodeRuntime:
                 self.tick_lateness.add(time.monotonic(), started_s - self._tick_due)
                 self._tick_due = None
             try:
-                commands = self.core.handle_batch(events, self.clock.now())
+                step = self.core.handle_batch(events, self.clock.now())
             except InvariantViolation as exc:  # the protocol broke its own rules: stop, say why
                 self._stop_for(f"protocol invariant violated: {exc}; this node stops (a bug: please "
                                "report it with this log)")
@@ -391,14 +391,13 @@ class NodeRuntime:
             except Exception:  # the core isolates events; this is a last safety net
                 log.exception("error while handling %d event(s)", len(events))
                 continue
-            batch = batch_of(commands)
-            written = self.store.write(batch) if batch else None
+            written = self.store.write(batch_of(step.durable)) if step.durable else None
             if not self._outbox.empty() or (self.store.waits and written is not None and not written.done()):
-                self._outbox.put_nowait((written, commands))
+                self._outbox.put_nowait((written, step.actions))
             elif self.store.waits and written is not None and written.exception() is not None:
                 self._journal_failed(written.exception())
             else:
-                self._carry_out(commands)
+                self._carry_out(step.actions)
             took_s = loop.time() - started_s
             if took_s > stall_s:
                 log.info("a step took %.2f s (%s)", took_s, describe_events(events))
@@ -411,20 +410,20 @@ class NodeRuntime:
                 loop.call_at(held_until, self._wake.set)
 
     async def _release(self) -> None:
-        """Carry out each batch's commands, in order, once its journal write is durable.
+        """Carry out each step's actions, in order, once its journal write is durable.
 
         In `written` and `fsync` modes nothing of a batch (no Send, no Reply)
         leaves before its commit (G1); in `memory` mode nothing waits.
         """
         while True:
-            written, commands = await self._outbox.get()
+            written, actions = await self._outbox.get()
             if written is not None and (self.store.waits or written.done()):
                 try:  # shielded: a cancelled wait must not cancel the write
                     await asyncio.shield(asyncio.wrap_future(written))
                 except Exception as exc:  # noqa: BLE001 -- any write failure stops the node
                     self._journal_failed(exc)
                     return
-            self._carry_out(commands)
+            self._carry_out(actions)
 
     def _journal_failed(self, exc: BaseException) -> None:
         if isinstance(exc, EncodingBug):
@@ -510,25 +509,13 @@ class NodeRuntime:
         self._post(ClientRequested(self._next_request, request))
 
     # -- commands out -------------------------------------------------------------------
-    def _carry_out(self, commands: list) -> None:
-        """Carry out each command on its own: one that fails is logged, the others go on (G5)."""
-        do = self._do
-        for command in commands:
-            try:
-                do[type(command)](command)
-            except Exception:
-                log.exception("error while carrying out %s", type(command).__name__)
+    def _carry_out(self, actions: tuple) -> None:
+        """Carry out a step's actions; one that fails is logged, the others go on (G5)."""
+        carry_out(actions, self._do, on_error=self._action_failed)
 
-    # The durable commands went into the step's journal batch (_pump, batch_of)
-    # before anything else of the step was carried out.
-    def _do_persist_term(self, command: PersistTerm) -> None:
-        pass
-
-    def _do_persist_records(self, command: PersistRecords) -> None:
-        pass
-
-    def _do_forget_records(self, command: ForgetRecords) -> None:
-        pass
+    @staticmethod
+    def _action_failed(command: Any, exc: Exception) -> None:
+        log.error("error while carrying out %s", type(command).__name__, exc_info=exc)
 
     def _do_send(self, command: Send) -> None:
         self._send(command.to, command.message)

@@ -134,16 +134,18 @@ class Batch:
         self.identity = later.identity or self.identity
 
 
-def batch_of(commands: Iterable[Any]) -> Batch:
-    """The durable part of one core step's commands, in their order."""
+def batch_of(durable: Iterable[Any]) -> Batch:
+    """One journal batch of a core step's durable commands (`Step.durable`), in their order."""
     batch = Batch()
-    for command in commands:
+    for command in durable:
         if isinstance(command, PersistTerm):
             batch.add_term(command.term)
         elif isinstance(command, PersistRecords):
             batch.add_records(command.records)
         elif isinstance(command, ForgetRecords):
             batch.forget(command.task_ids)
+        else:
+            raise TypeError(f"the journal does not keep {type(command).__name__}: not a durable command")
     return batch
 
 

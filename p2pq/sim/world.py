@@ -39,7 +39,7 @@ import networkx as nx
 from p2pq.core.errors import ErrorCode, acknowledged_ids, error
 from p2pq.core.events import (ClientRequested, ForgetPeer, ForgetRecords, MessageReceived, Note, PeerDiscovered,
                               PeerRefused, PersistRecords, PersistTerm, Reply, RunTask, Send, SetTimer, Started, StopTask,
-                              TaskCompleted, TimerFired, bind_commands)
+                              TaskCompleted, TimerFired, bind_commands, carry_out)
 from p2pq.core.messages import DecodeError, Dispatch, ForwardReply, decode_client_request, from_wire, to_wire
 from p2pq.net.framing import FrameError, decode_body, encode_frame
 from p2pq.core.node import NodeCore
@@ -378,14 +378,12 @@ class World:
         clock): converting that time to the world's and back may round below it.
         """
         now = node.clock.local(self.now)
-        commands = node.core.handle_batch(events, now if now >= due_s else due_s)
-        self._trace.append((self.now, node.id, kind, len(commands)))
+        step = node.core.handle_batch(events, now if now >= due_s else due_s)
+        self._trace.append((self.now, node.id, kind, len(step)))
         if len(self._trace) >= _TRACE_CHUNK:
             self._trace_digest.update(repr(self._trace).encode())
             self._trace = []
-        do = self._do
-        for command in commands:
-            do[type(command)](node, command)
+        carry_out(step, self._do, node)  # durable first, then the actions; a simulator bug raises
         if (node.core.role is _LEADER) is not (node.leadership is not None):
             self._leadership_changed(node)
 

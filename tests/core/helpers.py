@@ -32,12 +32,12 @@ def of(commands: list, kind: type) -> list:
 
 
 def recv(core: NodeCore, sender: str, message, now: float) -> list:
-    return core.handle(MessageReceived(sender, message), now)
+    return list(core.handle(MessageReceived(sender, message), now))
 
 
 def make_leader(core: NodeCore, now: float = 1.3) -> list:
     """Let `core` (the highest node) win an election and gather from everyone."""
-    out = core.handle(TimerFired("tick"), now)
+    out = list(core.handle(TimerFired("tick"), now))
     assert core.role is Role.GATHERING, core.role
     for peer in list(core.peers):
         out += recv(core, peer, StateOffer(core.term, (), ()), now + 0.001)

@@ -57,7 +57,7 @@ def test_a_stale_copy_does_not_bring_a_pruned_task_back():
 def test_resubmitting_a_pruned_id_is_acknowledged_without_running_it_again():
     n3 = leader(Config(retain_finished=0, slots=0))
     n3.handle(TimerFired("tick"), 1.4)
-    out = n3.handle(ClientRequested(1, Submit((("t1", SPEC),))), 1.5)
+    out = list(n3.handle(ClientRequested(1, Submit((("t1", SPEC),))), 1.5))
     out += recv(n3, "n2", AppendAck(n3.term, n3.last_index, ok=True), 1.51)
     assert of(out, Reply)[0].body["ids"] == ["t1"]
     assert n3.table.get("t1") is None

@@ -45,9 +45,8 @@ def test_no_answer_makes_the_candidate_leader_with_a_new_persisted_term():
     out = n2.handle(TimerFired("election"), 1.4)
     term = Term(1, "n2")
     assert n2.role is Role.GATHERING and n2.term == term
-    # The term is written before anything is said under it.
-    first_send = next(i for i, c in enumerate(out) if isinstance(c, Send))
-    assert PersistTerm(term) in out[:first_send]
+    # The term is written before anything is said under it: the step's durable part.
+    assert PersistTerm(term) in out.durable and not any(isinstance(c, Send) for c in out.durable)
     assert [(c.term, c.priority) for c in sends(out, Coordinator, to="n1")] == [(term, 2)]
     assert [(c.term, c.priority) for c in sends(out, Coordinator, to="n3")] == [(term, 2)]
 
@@ -165,7 +164,7 @@ def test_a_leaving_leader_steps_down_and_never_stands_for_election_again():
     out = recv(n3, "n1", Election(Term(1, "n3"), 1), 2.1)
     assert sends(out, Answer) == [] and sends(out, Election) == [] and n3.role is Role.MEMBER
     for t in (2.5, 3.5, 4.5):
-        out = n3.handle(TimerFired("tick"), t) + n3.handle(TimerFired("election"), t)
+        out = [*n3.handle(TimerFired("tick"), t), *n3.handle(TimerFired("election"), t)]
         assert sends(out, Election) == [] and sends(out, Coordinator) == [] and n3.role is Role.MEMBER
     recv(n3, "n2", Coordinator(Term(2, "n2"), 2), 4.6)
     record = TaskRecord("t1", TaskSpec("builtin", "noop"), (2, 1), 4.0, (Attempt("2.n2.1", "n3", 4.6),))

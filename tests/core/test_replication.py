@@ -30,9 +30,8 @@ def test_no_acknowledgment_before_the_follower_acknowledged():
     assert of(out, Reply) == []
     appended = sends(out, Append, to="n2")
     assert [r.task_id for a in appended for r in a.records] == ["t1"]
-    # Persisted on the leader before the append goes out.
-    first_send = next(i for i, c in enumerate(out) if isinstance(c, Send))
-    assert any(isinstance(c, PersistRecords) for c in out[:first_send])
+    # Persisted on the leader before the append goes out: the step's durable part.
+    assert any(isinstance(c, PersistRecords) for c in out.durable)
     out = recv(n3, "n2", AppendAck(n3.term, appended[-1].last_index, ok=True), 2.01)
     (reply,) = of(out, Reply)
     assert reply.request_id == 1 and reply.body["ok"] and reply.body["ids"] == ["t1"]

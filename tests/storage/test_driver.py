@@ -6,7 +6,7 @@ import asyncio
 import concurrent.futures
 from types import SimpleNamespace
 
-from p2pq.core.events import PersistTerm, Send
+from p2pq.core.events import PersistTerm, Send, Step
 from p2pq.core.types import Config, Term
 from p2pq.net.clock import ProtocolClock
 from p2pq.net.node import Lateness, NodeRuntime, StepLoad
@@ -73,10 +73,10 @@ def pumped(waits: bool, held: concurrent.futures.Future | None = None) -> tuple[
         carried: list = []
         nonlocal held
         held = held or concurrent.futures.Future()
-        step = [PersistTerm(Term(1, "n1")), Send("n2", object())]
+        step = Step((PersistTerm(Term(1, "n1")),), (Send("n2", object()),))
         driver = SimpleNamespace(clock=ProtocolClock(), store=SimpleNamespace(waits=waits, write=lambda batch: held,
                                                        path="journal.db"),
-                                 core=SimpleNamespace(handle_batch=lambda events, now: list(step)),
+                                 core=SimpleNamespace(handle_batch=lambda events, now: step),
                                  _outbox=asyncio.Queue(), _carry_out=carried.append, failure=None,
                                  _events=["an event"], _wake=asyncio.Event(), on_fatal=None,
                                  settings=SimpleNamespace(config=Config()), _tick_due=None,
@@ -175,7 +175,7 @@ def test_after_a_stall_timers_wait_for_the_messages_that_queued_meanwhile():
             seen.extend(events)
             if events == ["big offer"]:
                 time.sleep(0.3)
-            return []
+            return Step()
 
         driver.core = SimpleNamespace(handle_batch=handle_batch)
         post = lambda event: (driver._events.append(event), driver._wake.set())  # noqa: E731

@@ -48,11 +48,14 @@ def test_a_batch_keeps_the_later_command_about_a_task():
     assert (set(later_keep.records), later_keep.forgotten) == ({"a"}, set())
 
 
-def test_batch_of_takes_the_durable_commands_only():
-    batch = batch_of([Send("n2", object()), PersistTerm(Term(1, "n3")), PersistTerm(Term(2, "n1")),
+def test_batch_of_folds_a_steps_durable_commands_and_refuses_any_other():
+    batch = batch_of([PersistTerm(Term(1, "n3")), PersistTerm(Term(2, "n1")),
                       PersistRecords((record("a"),)), ForgetRecords(("z",))])
-    assert batch.term == Term(2, "n1")  # the latest: the core persists terms as they grow and set(batch.records) == {"a"} and batch.forgotten == {"z"}
-    assert not batch_of([Send("n2", object())])
+    assert batch.term == Term(2, "n1")  # the latest: the core persists terms as they grow
+    assert set(batch.records) == {"a"} and batch.forgotten == {"z"}
+    assert not batch_of([])
+    with pytest.raises(TypeError, match="does not keep Send"):
+        batch_of([PersistTerm(Term(3, "n1")), Send("n2", object())])
 
 
 def test_one_batch_is_one_transaction(tmp_path):
