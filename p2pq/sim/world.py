@@ -609,6 +609,57 @@ class World:
         """Nodes that hold the LEADER role now (a paused one still believes it leads)."""
         return [i for i, n in self.nodes.items() if n.alive and n.core.role is _LEADER]
 
+    # -- as a fault target (p2pq/faults.py: FaultTarget) ---------------------------------------
+    def leader(self) -> str | None:
+        """The leader most nodes follow (ties: the newest term).
+
+        Not simply the newest term: in available mode a node cut off alone
+        elects itself, and striking that one would miss the leader that serves.
+        """
+        leaders = self.leaders()
+        if not leaders:
+            return None
+        terms = [n.core.term for n in self.nodes.values() if n.alive]
+
+        def weight(node: str) -> tuple:
+            term = self.nodes[node].core.term
+            return terms.count(term), term
+        return max(leaders, key=weight)
+
+    def follower(self) -> str | None:
+        """The first follower of the current leader (it holds the copy, G1)."""
+        leader = self.leader()
+        followers = list(self.nodes[leader].core.followers) if leader else []
+        return followers[0] if followers else None
+
+    def highest(self) -> str:
+        """The bully winner: the node of highest rank."""
+        return max(self.ids, key=lambda n: (self.nodes[n].priority, n))
+
+    def running(self, node_id: str) -> bool:
+        node = self.nodes[node_id]
+        return node.alive and not node.paused
+
+    def is_up(self, node_id: str) -> bool:
+        return self.nodes[node_id].alive
+
+    def opened(self, kind: str, detail: str = "") -> Callable[[], None]:
+        """A fault window in the history (a shaded band of the timeline); the result closes it."""
+        window = self.history.open_window(self.now, kind, detail)
+
+        def close() -> None:
+            if window.end_s is None:
+                window.end_s = self.now
+        return close
+
+    def lost_leader(self, leader: str) -> None:
+        self.history.leader_losses.append((self.now, leader, str(self.nodes[leader].core.term)))
+
+    def bring_back(self, node_id: str, keep_disk: bool = True) -> None:
+        """A crashed node restarts when its fault ends (unless this run keeps crashed nodes down)."""
+        if not self.keep_crashed_down:
+            self.restart(node_id, keep_disk)
+
     def finish(self) -> None:
         """Close the books at the end of a run: open leaderships and fault windows end now."""
         for node in self.nodes.values():
