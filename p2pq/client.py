@@ -97,7 +97,6 @@ class AsyncClient:
         self.timeout_s = _seconds(timeout_s, "timeout_s")
         self._channel = None
         self._identity = None
-        self._lock = asyncio.Lock()
 
     async def __aenter__(self) -> AsyncClient:
         await self.connect()

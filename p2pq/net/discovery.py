@@ -1,16 +1,11 @@
 """mDNS discovery of p2pq peers on the local network (python-zeroconf, asyncio API).
 
-Every node registers ``<node_id>._p2pq._tcp.local.`` with TXT records
-
-    id    the node id
-    prio  the node's election priority (int)
-    v     the protocol version (int)
-    fp    the cluster CA fingerprint (hex, never a secret)
-    inc   a random token per Discovery instance (incarnation), so that a node
-          that restarts with identical settings is reported again
-
-and browses for the service type. Peers of another cluster (``fp``) or
-protocol version (``v``) are ignored (logged once at debug level).
+Every node registers ``<node_id>._p2pq._tcp.local.`` with the TXT records
+of ``net/mdns.py`` and browses for the service type; ``mdns.judge`` decides
+what a record found is (peers of another cluster or protocol version are
+ignored, logged once at debug level). ``net/interfaces.py`` says where to
+listen and what to publish, ``net/zeroconf_log.py`` turns zeroconf's
+socket errors into one line. This module does the multicast.
 
 Robustness, beyond the browser's own listeners:
 
@@ -40,17 +35,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import ipaddress
 import logging
 import random
-import re
 import secrets
 import socket
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable
 
-import ifaddr
 from zeroconf import (
     BadTypeInNameException,
     DNSOutgoing,
@@ -65,11 +55,13 @@ from zeroconf import (
 )
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
+from . import interfaces, mdns, zeroconf_log
+from .mdns import SERVICE_TYPE, DiscoveredPeer, Ignored, instance_label
+
 __all__ = ["SERVICE_TYPE", "DiscoveredPeer", "Discovery", "instance_label"]
 
 log = logging.getLogger(__name__)
 
-SERVICE_TYPE = "_p2pq._tcp.local."
 
 # DNS constants (RFC 1035 / 6762); zeroconf keeps its own copies private.
 _TYPE_PTR = 12
@@ -78,8 +70,6 @@ _FLAGS_QR_QUERY = 0x0000
 
 _QM = DNSQuestionType.QM
 
-_MAX_LABEL_BYTES = 63
-_LABEL_OK = re.compile(r"^[^.\x00-\x1f\x7f]+$")
 
 # Limits that keep a crowded (or hostile) LAN from costing us much.
 _MAX_CONCURRENT_RESOLVES = 8
@@ -90,85 +80,6 @@ _RESOLVE_MAX_BACKOFF_S = 300.0
 _REGISTER_TIMEOUT_S = 10.0
 _SETUP_RETRY_MAX_S = 60.0
 _FOLLOWUP_S = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class DiscoveredPeer:
-    node_id: str
-    host: str
-    port: int
-    priority: int
-    version: int
-
-
-def instance_label(node_id: str) -> str:
-    """The DNS-SD instance label for a node id.
-
-    The node id itself when it is a valid label (at most 63 bytes, no dots or
-    control characters), else a stable ``p2pq-<hash>`` stand-in. The TXT
-    record ``id`` always carries the real node id.
-    """
-    if len(node_id.encode("utf-8")) <= _MAX_LABEL_BYTES and _LABEL_OK.match(node_id):
-        return node_id
-    return "p2pq-" + hashlib.sha256(node_id.encode("utf-8")).hexdigest()[:24]
-
-
-def _normalize_fingerprint(fp: str) -> str:
-    return fp.strip().replace(":", "").lower()
-
-
-def _is_ip_literal(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value.split("%", 1)[0])
-    except ValueError:
-        return False
-    return True
-
-
-class _ZeroconfSocketErrorFilter(logging.Filter):
-    """Turn zeroconf's per-socket send errors into one clear warning line.
-
-    zeroconf logs a failing socket (e.g. "Network is unreachable" when there
-    is no multicast route) with a full traceback. While a Discovery runs, this
-    filter hands such errors to the running instances, which log one line per
-    cause, and keeps zeroconf's own record only at debug level, without the
-    traceback.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.owners: set[Discovery] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        msg = record.msg
-        if not (isinstance(msg, str) and msg.startswith("Error with socket")):
-            return True
-        exc = record.exc_info[1] if record.exc_info else None
-        for owner in list(self.owners):
-            with contextlib.suppress(Exception):
-                owner._note_socket_error(exc)
-        if not log.isEnabledFor(logging.DEBUG):
-            return False
-        record.exc_info = None
-        record.exc_text = None
-        record.levelno = logging.DEBUG
-        record.levelname = logging.getLevelName(logging.DEBUG)
-        return True
-
-
-_socket_error_filter = _ZeroconfSocketErrorFilter()
-
-
-def _attach_socket_error_filter(owner: Discovery) -> None:
-    if not _socket_error_filter.owners:
-        logging.getLogger("zeroconf").addFilter(_socket_error_filter)
-    _socket_error_filter.owners.add(owner)
-
-
-def _detach_socket_error_filter(owner: Discovery) -> None:
-    _socket_error_filter.owners.discard(owner)
-    if not _socket_error_filter.owners:
-        logging.getLogger("zeroconf").removeFilter(_socket_error_filter)
 
 
 class Discovery:
@@ -215,7 +126,7 @@ class Discovery:
             raise ValueError("requery_interval_s must be positive")
         if not (isinstance(interfaces, InterfaceChoice) or isinstance(interfaces, list)):
             raise TypeError("interfaces must be an InterfaceChoice or a list of addresses/names")
-        fp = _normalize_fingerprint(fingerprint)
+        fp = mdns.normalize_fingerprint(fingerprint)
         if not fp or len(fp) > 200:
             raise ValueError("fingerprint must be a non-empty hex string of at most 200 chars")
 
@@ -240,7 +151,7 @@ class Discovery:
         self._info: AsyncServiceInfo | None = None
         self._registered = False
         self._published_addrs: list[str] = []
-        self._local_nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        self._local_nets: list[mdns.Network] = []
         self._resolved_advertise: list[str] | None = None
 
         self._incarnation = secrets.token_hex(4)
@@ -254,7 +165,6 @@ class Discovery:
         self._tasks: set[asyncio.Task[object]] = set()
         self._sem: asyncio.Semaphore | None = None
         self._loop_task: asyncio.Task[None] | None = None
-        self._wake: asyncio.Event | None = None
         self._changed = False
         self._reannounce_handle: asyncio.TimerHandle | None = None
         self._last_reannounce = float("-inf")
@@ -290,8 +200,7 @@ class Discovery:
             return
         self._started = True
         self._sem = asyncio.Semaphore(_MAX_CONCURRENT_RESOLVES)
-        self._wake = asyncio.Event()
-        _attach_socket_error_filter(self)
+        zeroconf_log.attach(self)
         if await self._setup():
             await self._register()
         if self._closed:
@@ -319,7 +228,7 @@ class Discovery:
         self._resolving.clear()
         self._loop_task = None
         await self._teardown()
-        _detach_socket_error_filter(self)
+        zeroconf_log.detach(self)
 
     async def __aenter__(self) -> Discovery:
         await self.start()
@@ -338,46 +247,12 @@ class Discovery:
         log.warning(msg, *args)
 
     def _zc_interfaces(self) -> InterfaceChoice | list[str]:
-        """The interface choice in zeroconf's terms (names mapped to their IPv4 addresses)."""
-        if isinstance(self._interfaces, InterfaceChoice):
-            return self._interfaces
-        out: list[str] = []
-        adapters = None
-        for item in self._interfaces:
-            if _is_ip_literal(item):
-                if item not in out:
-                    out.append(item)
-                continue
-            if adapters is None:
-                adapters = ifaddr.get_adapters()
-            for adapter in adapters:
-                if adapter.nice_name == item or adapter.name == item:
-                    for ip in adapter.ips:
-                        if ip.is_IPv4 and ip.ip not in out:
-                            out.append(ip.ip)
-        return out
+        return interfaces.zeroconf_interfaces(self._interfaces)
 
     def _host_addresses(self) -> list[str]:
         """Addresses to publish by default, and refresh our idea of the local networks."""
-        adapters = ifaddr.get_adapters()
-        nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
-        all_v4: list[str] = []
-        for adapter in adapters:
-            for ip in adapter.ips:
-                if ip.is_IPv4:
-                    assert isinstance(ip.ip, str)
-                    all_v4.append(ip.ip)
-                    with contextlib.suppress(ValueError):
-                        nets.append(ipaddress.ip_network(f"{ip.ip}/{ip.network_prefix}", strict=False))
-        self._local_nets = nets
-        choice = self._zc_interfaces()
-        if isinstance(choice, list):
-            candidates = [a for a in choice if a not in ("0.0.0.0", "::")]
-        else:
-            candidates = all_v4
-        non_loop = [a for a in candidates if not ipaddress.ip_address(a.split("%", 1)[0]).is_loopback]
-        chosen = non_loop or candidates
-        return sorted(set(chosen), key=lambda a: (":" in a, a))
+        addresses, self._local_nets = interfaces.host_addresses(self._interfaces)
+        return addresses
 
     async def _addresses_to_publish(self) -> list[str]:
         if self._advertise_host is None:
@@ -385,7 +260,7 @@ class Discovery:
         self._host_addresses()  # refresh local networks
         if self._resolved_advertise is None:
             host = self._advertise_host
-            if _is_ip_literal(host):
+            if mdns.is_ip_literal(host):
                 self._resolved_advertise = [host]
             else:
                 try:
@@ -473,13 +348,8 @@ class Discovery:
             SERVICE_TYPE,
             self.instance_name,
             port=self.port,
-            properties={
-                "id": self.node_id,
-                "prio": str(self.priority),
-                "v": str(self.version),
-                "fp": self.fingerprint,
-                "inc": self._incarnation,
-            },
+            properties=mdns.properties(self.node_id, self.priority, self.version, self.fingerprint,
+                                       self._incarnation),
             server=f"{self._label}.p2pq.local.",
             parsed_addresses=addrs,
         )
@@ -571,7 +441,8 @@ class Discovery:
         if not fut.cancelled() and fut.exception() is not None:
             log.debug("mDNS background task failed: %r", fut.exception())
 
-    def _note_socket_error(self, exc: BaseException | None) -> None:
+    def note_socket_error(self, exc: BaseException | None) -> None:
+        """zeroconf could not send a packet (net/zeroconf_log.py): one warning per cause."""
         reason = str(exc) if exc is not None else "unknown error"
         self._warn_once(
             f"socket:{getattr(exc, 'errno', reason)}",
@@ -584,7 +455,6 @@ class Discovery:
 
     async def _run(self) -> None:
         """Owned background loop: (re)setup, (re)register, re-query, with back-off."""
-        assert self._wake is not None
         interval = self._base_interval
         while True:
             delay = interval
@@ -618,33 +488,16 @@ class Discovery:
                 delay = interval
             # A little jitter so that nodes started together do not query in lockstep.
             delay *= random.uniform(0.9, 1.1)
-            self._wake.clear()
             if self._aiozc is not None:
                 # Answers to our query arrive within ~0.1-0.6 s (responders
                 # aggregate for up to 500 ms): pick up what they brought even
                 # if the browser did not report it.
                 followup = min(_FOLLOWUP_S, delay)
-                if await self._sleep(followup):
-                    continue
+                await asyncio.sleep(followup)
                 delay -= followup
                 with contextlib.suppress(Exception):
                     self._consider_cached()
-            await self._sleep(delay)
-
-    async def _sleep(self, seconds: float) -> bool:
-        """Sleep, or return True early when requery_now() was called."""
-        assert self._wake is not None
-        try:
-            await asyncio.wait_for(self._wake.wait(), max(seconds, 0.0))
-        except TimeoutError:
-            return False
-        return True
-
-    def requery_now(self) -> None:
-        """Ask the background loop to re-query at once (e.g. after a network change)."""
-        self._changed = True
-        if self._wake is not None:
-            self._wake.set()
+            await asyncio.sleep(max(delay, 0.0))
 
     def _requery(self) -> None:
         """Send a QM PTR query for our service type and resolve every instance we lack."""
@@ -756,48 +609,19 @@ class Discovery:
         log.debug(msg, *args)
 
     def _handle_info(self, key: str, info: AsyncServiceInfo) -> None:
-        props = info.decoded_properties
-        fp = props.get("fp")
-        if fp is None or _normalize_fingerprint(fp) != self.fingerprint:
-            self._note_ignored(key, f"fp:{fp}", "mDNS: ignoring %s: other cluster (fp=%s)", info.name, fp)
-            self._drop(key)
+        verdict = mdns.judge(info.decoded_properties, info.port, info.parsed_scoped_addresses(IPVersion.All),
+                             fingerprint=self.fingerprint, version=self.version, own_id=self.node_id,
+                             local_nets=self._local_nets)
+        if isinstance(verdict, Ignored):
+            if verdict.own_id:
+                if key != self._instance_key:
+                    self._warn_once(f"dup-id:{key}", "mDNS: %s advertises our own node id %r (duplicate node "
+                                    "id?); ignoring it", info.name, self.node_id)
+            elif verdict.key != "no-address":
+                self._note_ignored(key, verdict.key, "mDNS: ignoring %s: %s", info.name, verdict.why)
+                self._drop(key)
             return
-        try:
-            version = int(props.get("v") or "")
-        except ValueError:
-            self._note_ignored(key, "v", "mDNS: ignoring %s: bad version %r", info.name, props.get("v"))
-            self._drop(key)
-            return
-        if version != self.version:
-            self._note_ignored(
-                key, f"v:{version}", "mDNS: ignoring %s: protocol version %d (we speak %d)",
-                info.name, version, self.version,
-            )
-            self._drop(key)
-            return
-        node_id = props.get("id")
-        try:
-            priority = int(props.get("prio") or "")
-        except ValueError:
-            priority = None
-        port = info.port
-        if not node_id or priority is None or not port or not 0 < port < 65536:
-            self._note_ignored(key, "malformed", "mDNS: ignoring %s: malformed record %s", info.name, props)
-            self._drop(key)
-            return
-        if node_id == self.node_id:
-            if key != self._instance_key:
-                self._warn_once(
-                    f"dup-id:{key}",
-                    "mDNS: %s advertises our own node id %r (duplicate node id?); ignoring it",
-                    info.name,
-                    node_id,
-                )
-            return
-        host = self._pick_host(info.parsed_scoped_addresses(IPVersion.All))
-        if host is None:
-            return
-        peer = DiscoveredPeer(node_id=node_id, host=host, port=port, priority=priority, version=version)
+        peer, props = verdict, info.decoded_properties
         previous = self._peers.get(key)
         inc = props.get("inc")
         if previous == peer and self._peer_inc.get(key) == inc:
@@ -807,11 +631,11 @@ class Discovery:
         if previous is None:
             self._want_reannounce()
         self._changed = True
-        log.debug("mDNS: peer %s at %s:%d (prio %d)", node_id, host, port, priority)
+        log.debug("mDNS: peer %s at %s:%d (prio %d)", peer.node_id, peer.host, peer.port, peer.priority)
         try:
             self._on_peer(peer)
         except Exception:
-            log.exception("on_peer callback failed for %s", node_id)
+            log.exception("on_peer callback failed for %s", peer.node_id)
 
     def _want_reannounce(self) -> None:
         """Re-announce ourselves soon (one packet, at most once per re-query interval).
@@ -861,26 +685,3 @@ class Discovery:
                 self._on_peer_lost(peer.node_id)
             except Exception:
                 log.exception("on_peer_lost callback failed for %s", peer.node_id)
-
-    def _pick_host(self, addresses: Iterable[str]) -> str | None:
-        """A stable choice among a peer's addresses: same subnet first, loopback last."""
-        best: tuple[int, int, str] | None = None
-        for addr in addresses:
-            try:
-                ip = ipaddress.ip_address(addr.split("%", 1)[0])
-            except ValueError:
-                continue
-            if ip.is_unspecified or ip.is_multicast:
-                continue
-            if ip.is_loopback:
-                rank = 5
-            elif ip.is_link_local:
-                rank = 3 if ip.version == 4 else 4
-            elif any(ip in net for net in self._local_nets if net.version == ip.version):
-                rank = 0
-            else:
-                rank = 1 if ip.version == 4 else 2
-            cand = (rank, ip.version, addr)
-            if best is None or cand < best:
-                best = cand
-        return None if best is None else best[2]

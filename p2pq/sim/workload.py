@@ -19,10 +19,8 @@ from p2pq.core.tasks import TaskSpec
 
 from .world import World
 
-# Refusals after which the task certainly was not added: a retry is safe and
-# needed. Any other error, or no reply at all, leaves it unknown; the retry
-# reuses the task id, so it cannot create a second task either way.
-DEFINITE = {"no_leader", "no_quorum", "unreplicated", "invalid"}
+# A refused or unanswered submit is retried under the same task id, so a retry
+# never creates a second task, whether or not the first attempt added one.
 MOVE_ON_AFTER = 3  # refusals in a row from one node before trying the next
 
 

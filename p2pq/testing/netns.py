@@ -319,9 +319,6 @@ class NetnsCluster(LocalCluster):
     def heal(self) -> None:
         self.set_cuts(())
 
-    def reachable(self, a: int, b: int) -> bool:
-        return frozenset((a, b)) not in self.cuts
-
     # -- looking ----------------------------------------------------------------------
     def probe(self, i: int, timeout_s: float = 1.5) -> Client:
         """A short-deadline client for polling (a paused node must not hold the poller)."""

@@ -31,12 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from p2pq.net.discovery import (
-    DiscoveredPeer,
-    Discovery,
-    _normalize_fingerprint,
-    instance_label,
-)
+from p2pq.net.discovery import DiscoveredPeer, Discovery, instance_label
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
@@ -188,28 +183,13 @@ def run(coro: object) -> object:
 # --------------------------------------------------------------------- unit tests
 
 
-def test_instance_label_and_fingerprint_normalization() -> None:
+def test_instance_label_is_the_node_id_when_it_is_a_valid_label() -> None:
     assert instance_label("node-1") == "node-1"
     long_id = "x" * 80
     assert instance_label(long_id).startswith("p2pq-")
     assert instance_label(long_id) == instance_label(long_id)
     assert instance_label("a.b") != "a.b"
     assert "." not in instance_label("a.b")
-    assert _normalize_fingerprint("AB:cd:EF") == "abcdef"
-
-
-def test_pick_host_prefers_same_subnet_then_routable_then_loopback() -> None:
-    import ipaddress
-
-    d = Discovery(node_id="x", port=1, priority=0, fingerprint="ab", version=1, on_peer=lambda p: None)
-    d._local_nets = [ipaddress.ip_network("10.1.0.0/16")]
-    assert d._pick_host(["127.0.0.1", "192.168.5.5", "10.1.2.3"]) == "10.1.2.3"
-    assert d._pick_host(["127.0.0.1", "192.168.5.5"]) == "192.168.5.5"
-    assert d._pick_host(["fe80::1%2", "169.254.1.1", "127.0.0.1"]) == "169.254.1.1"
-    assert d._pick_host(["127.0.0.1"]) == "127.0.0.1"
-    assert d._pick_host(["bogus"]) is None
-    # Stable whatever the order the addresses arrive in.
-    assert d._pick_host(["192.168.5.9", "192.168.5.5"]) == d._pick_host(["192.168.5.5", "192.168.5.9"])
 
 
 def test_constructor_validates_arguments() -> None:

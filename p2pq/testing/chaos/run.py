@@ -134,7 +134,7 @@ class Run:
     def kill(self, i: int, leader_term: str | None = None) -> float:
         node = self.cluster.nodes[i].node_id
         at = self.note_fault("kill-9", node, node=node,
-                         leader=(node, leader_term) if leader_term else None)
+                             leader=(node, leader_term) if leader_term else None)
         self.cluster.kill(i, signal.SIGKILL)
         return at
 
