@@ -6,18 +6,24 @@ frames: a 4-byte big-endian length, then a pickle. The child first sends
 ("ready", pid), then loops:
 
     request  (target "module:qualname", args, kwargs)
-    reply    ("ok", json_text) | ("error", one_line, traceback_text)
+    reply    ("ok", json_text, stdout, stderr)
+           | ("error", one_line, stdout, stderr_and_traceback)
 
 one task at a time. The reply carries the result as JSON text, so only
 JSON-able results leave the child, and the parent sees exactly what a
 client will. Timeouts and cancellation are the parent's job: it SIGKILLs
 this process group and starts a fresh child, so nothing here has to be
 interruptible. Task code that prints cannot corrupt the frames: the pipes
-move to private descriptors and fd 1 is pointed at stderr.
+move to private descriptors. What a task prints (fds 1 and 2, so its
+subprocesses' output too) goes to two files of its own and comes back in
+the reply, its last ``output_cap_bytes`` each: the task's result shows it,
+not the node's log. A failed task's traceback starts at the task's own code:
+the worker's frames (this module's) are left out.
 
 Limits. argv[2] is a JSON config from the executor: {"data_bytes": N}
 sets RLIMIT_DATA on this process (where no cgroup bounds the task), so an
-allocation past it raises MemoryError here. The child is a child
+allocation past it raises MemoryError here; "output_cap_bytes" bounds what
+of each stream is kept. The child is a child
 subreaper: whatever a task starts, even after setsid, stays below it, and
 after every task it kills and reaps all of it before replying.
 """
@@ -32,10 +38,12 @@ import pickle
 import signal
 import struct
 import sys
+import tempfile
 import threading
 import time
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, BinaryIO
 
 from p2pq.worker._launch import descendants, end_descendants, set_memory_rlimit, set_subreaper
@@ -43,6 +51,7 @@ from p2pq.worker._launch import descendants, end_descendants, set_memory_rlimit,
 HEADER = struct.Struct(">I")
 _MAX_ERROR_CHARS = 1000
 _ORPHAN_POLL_S = 1.0
+_OURS = str(Path(__file__).resolve())  # this machinery: its frames are not the task's
 
 
 def encode_frame(obj: Any) -> bytes:
@@ -106,17 +115,68 @@ def _resolve(target: str, cache: dict[str, Callable[..., Any]]) -> Callable[...,
     return obj
 
 
+def user_traceback(exc: BaseException) -> str:
+    """The traceback from the task's own code on: the worker's and the import machinery's frames left out."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if not (str(Path(f.filename).resolve()) == _OURS or f.filename.startswith("<frozen importlib"))]
+    lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames)] if frames else []
+    return "".join(lines + traceback.format_exception_only(type(exc), exc))
+
+
 def handle(request: tuple, cache: dict[str, Callable[..., Any]]) -> tuple:
-    """Run one request; every failure becomes an ("error", ...) reply."""
+    """Run one request: ("ok", json_text) or ("error", one_line, traceback_text)."""
     target, args, kwargs = request
     try:
         value = _resolve(target, cache)(*args, **kwargs)
         return ("ok", result_to_json(value))
-    except _LoadError as exc:
-        return ("error", exc.line, traceback.format_exc())
+    except _LoadError as exc:  # why the import failed (a SyntaxError in their module, say)
+        return ("error", exc.line, user_traceback(exc.__cause__) if exc.__cause__ else "")
     # BaseException: a task calling sys.exit() fails; it must not end the child.
     except BaseException as exc:  # noqa: BLE001
-        return ("error", one_line(exc), traceback.format_exc())
+        return ("error", one_line(exc), user_traceback(exc))
+
+
+class Capture:
+    """Fds 1 and 2 of a task go to files of their own; `output` returns their tails and restores them."""
+
+    def __init__(self, cap_bytes: int) -> None:
+        self.cap = cap_bytes
+        self._saved = (os.dup(1), os.dup(2))  # where they point between tasks (the node's stderr)
+        self._files = (tempfile.TemporaryFile(), tempfile.TemporaryFile())  # emptied for each task
+
+    def start(self) -> None:
+        for fd, file in zip((1, 2), self._files):
+            os.ftruncate(file.fileno(), 0)
+            file.seek(0)
+            os.dup2(file.fileno(), fd)
+
+    def output(self) -> tuple[str, str]:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        for fd, saved in zip((1, 2), self._saved):
+            os.dup2(saved, fd)
+        return self._tail(self._files[0]), self._tail(self._files[1])
+
+    def _tail(self, file) -> str:
+        size = file.seek(0, os.SEEK_END)
+        file.seek(max(0, size - self.cap))
+        text = file.read().decode("utf-8", errors="replace")
+        dropped = max(0, size - self.cap)
+        return f"[... {dropped} bytes truncated ...]\n{text}" if dropped else text
+
+
+def run_captured(request: tuple, cache: dict[str, Callable[..., Any]], capture: Capture) -> tuple:
+    """One request with its output captured: the reply frame of the module docstring."""
+    capture.start()
+    try:
+        reply = handle(request, cache)
+    finally:
+        end_descendants()  # a task's processes end with it (so nothing writes to its files after)
+        stdout, stderr = capture.output()
+    if reply[0] == "ok":
+        return ("ok", reply[1], stdout, stderr)
+    return ("error", reply[1], stdout, stderr + reply[2])
 
 
 def _read_frame(rfile: BinaryIO) -> Any | None:
@@ -142,7 +202,7 @@ def _claim_stdio() -> tuple[int, int]:
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
-    os.dup2(2, 1)  # print() in a task lands in the node's stderr
+    os.dup2(2, 1)  # between tasks (a stray thread's print) output lands in the node's stderr
     return proto_in, proto_out
 
 
@@ -175,12 +235,11 @@ def main() -> None:
     _watch_for_orphaning(parent_pid)
     rfile = os.fdopen(proto_in, "rb")
     cache: dict[str, Callable[..., Any]] = {}
+    capture = Capture(int(config.get("output_cap_bytes", 64 * 1024)))
     _write_all(proto_out, encode_frame(("ready", os.getpid())))
     try:
         while (request := _read_frame(rfile)) is not None:
-            reply = handle(request, cache)
-            end_descendants()  # a task's processes end with it (reply after: nothing is left)
-            _write_all(proto_out, encode_frame(reply))
+            _write_all(proto_out, encode_frame(run_captured(request, cache, capture)))
     except BrokenPipeError:
         pass  # the node went away mid-reply; nobody is left to tell
     sys.exit(0)

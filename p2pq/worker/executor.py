@@ -152,10 +152,10 @@ class _Child:
         self.pid = transport.get_pid()
 
     @classmethod
-    async def spawn(cls, scope: Scope) -> _Child:
+    async def spawn(cls, scope: Scope, output_cap_bytes: int) -> _Child:
         """Start a child in `scope` and wait for its "ready" frame."""
         path = [entry or os.getcwd() for entry in sys.path]
-        config = {"data_bytes": scope.rlimit_bytes}
+        config = {"data_bytes": scope.rlimit_bytes, "output_cap_bytes": output_cap_bytes}
         transport, protocol = await asyncio.get_running_loop().subprocess_exec(
             _ChildProtocol, sys.executable, "-c", _BOOT, json.dumps(path), json.dumps(config),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None,
@@ -214,8 +214,9 @@ class _Child:
 class _Slot:
     """One unit of concurrency, and the child that serves it."""
 
-    def __init__(self, index: int) -> None:
+    def __init__(self, index: int, output_cap_bytes: int) -> None:
         self.index = index
+        self.output_cap_bytes = output_cap_bytes  # of each stream of a Python or built-in task
         self.py_scope = self.sh_scope = Scope("", None, None)  # until confine()
         self._leftovers: list[int] = []  # killed with the last child, not yet reaped
         self._child: _Child | None = None
@@ -240,7 +241,7 @@ class _Slot:
             await self._dying.wait_closed()  # one process per slot, even briefly
             self._dying = None
         await self._reap_leftovers()
-        return await _Child.spawn(self.py_scope)
+        return await _Child.spawn(self.py_scope, self.output_cap_bytes)
 
     async def _reap_leftovers(self) -> None:
         pids, self._leftovers = self._leftovers, []
@@ -377,7 +378,7 @@ class Executor:
         if task_memory_bytes is not None and task_memory_bytes < 1:
             raise ValueError(f"task_memory_bytes must be positive or None, got {task_memory_bytes!r}")
         self.confinement = Confinement(task_memory_bytes, cgroups=cgroups)
-        self._slots = [_Slot(i) for i in range(slots)]
+        self._slots = [_Slot(i, output_cap_bytes) for i in range(slots)]
         self._pool = _SlotPool(self._slots)
         self._reapers: set[asyncio.Task[None]] = set()
         self._output_cap_bytes = output_cap_bytes
@@ -530,23 +531,24 @@ class Executor:
         return self._reply_outcome(slot, reply)
 
     def _reply_outcome(self, slot: _Slot, reply: Any) -> Outcome:
+        """A child's reply as an outcome; what the task printed comes with it (the child's tails)."""
         match reply:
-            case ("ok", str() as text) if len(text) > self._max_result_bytes:
+            case ("ok", str() as text, str() as out, str() as err) if len(text) > self._max_result_bytes:
                 return Outcome("failed", error=f"result too large: {len(text)} bytes "
-                               f"of JSON (limit {self._max_result_bytes})")
-            case ("ok", str() as text):
+                               f"of JSON (limit {self._max_result_bytes})", stdout=out, stderr=err)
+            case ("ok", str() as text, str() as out, str() as err):
                 value = json.loads(text)
                 if value_depth(value) > MAX_VALUE_DEPTH:  # it could not be replicated (G5)
-                    return Outcome("failed", error=f"result nests deeper than {MAX_VALUE_DEPTH} levels")
-                return Outcome("succeeded", value=value)
-            case ("error", str() as error, str() as traceback_text) if (
+                    return Outcome("failed", error=f"result nests deeper than {MAX_VALUE_DEPTH} levels",
+                                   stdout=out, stderr=err)
+                return Outcome("succeeded", value=value, stdout=out, stderr=err)
+            case ("error", str() as error, str() as out, str() as err) if (
                     error.partition(":")[0] == "MemoryError" and self.confinement.memory_bytes):
                 slot.replace()  # its heap may stay large: start the next task afresh
-                return Outcome("failed", error=self._memory_error(),
-                               stderr=tail_text(traceback_text, self._output_cap_bytes))
-            case ("error", str() as error, str() as traceback_text):
-                return Outcome("failed", error=error,
-                               stderr=tail_text(traceback_text, self._output_cap_bytes))
+                return Outcome("failed", error=self._memory_error(), stdout=out,
+                               stderr=tail_text(err, self._output_cap_bytes))
+            case ("error", str() as error, str() as out, str() as err):
+                return Outcome("failed", error=error, stdout=out, stderr=tail_text(err, self._output_cap_bytes))
         slot.replace()  # a garbled reply: trust nothing more from this child
         return Outcome("failed", error=f"worker protocol error: got {reply!r:.80}")
 

@@ -97,3 +97,21 @@ def allocate_until_refused(mib):
     with open("/proc/self/status") as f:
         peak_kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
     return [count, peak_kib]
+
+
+def prints_and_returns(text):
+    """Prints to both streams, and from a subprocess too: all of it belongs to the task's result."""
+    import subprocess
+    print(f"out: {text}")
+    print(f"err: {text}", file=sys.stderr)
+    subprocess.run([sys.executable, "-c", "print('from a child')"], check=True)
+    return text
+
+
+def prints_then_fails():
+    print("working...")
+    helper_that_fails()
+
+
+def helper_that_fails():
+    raise KeyError("missing")

@@ -187,6 +187,37 @@ def test_task_output_does_not_corrupt_the_pipes():
     # 300 kB on stdout is more than a pipe buffer: the child must not block.
     outcome = run_one(python("sample_tasks:chatty", 300_000))
     assert (outcome.status, outcome.value) == ("succeeded", "done")
+    assert outcome.stdout.endswith("raw write to fd 1\n") and outcome.stderr == "to stderr\n"
+
+
+def test_what_a_python_task_prints_is_in_its_result_even_from_its_subprocesses():
+    outcome = run_one(python("sample_tasks:prints_and_returns", "hi"))
+    assert (outcome.status, outcome.value) == ("succeeded", "hi")
+    assert outcome.stdout == "out: hi\nfrom a child\n" and outcome.stderr == "err: hi\n"
+
+
+def test_a_tasks_output_is_its_own_not_the_next_tasks():
+    async def body(ex):
+        first = await ex.run("1", python("sample_tasks:prints_and_returns", "one"), None)
+        second = await ex.run("2", python("sample_tasks:add", 1, 2), None)
+        return first, second
+    first, second = with_executor(body)
+    assert "one" in first.stdout and (second.stdout, second.stderr) == ("", "")
+
+
+def test_output_past_the_cap_keeps_its_end():
+    outcome = run_one(python("sample_tasks:chatty", 5000), output_cap_bytes=100)
+    assert outcome.stdout.startswith("[... ") and outcome.stdout.endswith("raw write to fd 1\n")
+    assert len(outcome.stdout) < 150
+
+
+def test_a_failed_tasks_traceback_starts_at_its_own_code():
+    outcome = run_one(python("sample_tasks:prints_then_fails"))
+    assert (outcome.status, outcome.error) == ("failed", "KeyError: 'missing'")
+    assert outcome.stdout == "working...\n"
+    assert outcome.stderr.startswith("Traceback (most recent call last):\n")
+    assert "prints_then_fails" in outcome.stderr and "helper_that_fails" in outcome.stderr
+    assert "_child.py" not in outcome.stderr and "importlib" not in outcome.stderr
 
 
 @pytest.mark.parametrize(
