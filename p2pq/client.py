@@ -31,11 +31,16 @@ DEFAULT_PORT = 7470
 
 
 class P2PQError(Exception):
-    """A request the cluster refused, with a machine-readable code and one clear line."""
+    """A request the cluster refused, with a machine-readable code and one clear line.
 
-    def __init__(self, code: str, message: str) -> None:
+    `transient` says whether the same request may succeed a moment later at the same
+    address (a timeout may; a refused connection or a foreign certificate will not).
+    """
+
+    def __init__(self, code: str, message: str, transient: bool = False) -> None:
         super().__init__(message)
         self.code = code
+        self.transient = transient
 
 
 class InvalidRequest(P2PQError, ValueError):
@@ -106,8 +111,9 @@ class AsyncClient:
         await self.close()
 
     async def connect(self) -> None:
+        """Open the connection; P2PQError `unreachable` if it cannot, `transient` for a timeout only."""
         from p2pq.net.pki import PKIError, ensure_identity
-        from p2pq.net.transport import TransportError, open_client
+        from p2pq.net.transport import RequestTimeout, TransportError, open_client
         if self._identity is None:
             name = f"client-{getpass.getuser()}-{socket.gethostname().split('.')[0]}"
             try:
@@ -117,7 +123,9 @@ class AsyncClient:
         host, port = self.address
         try:
             self._channel = await open_client(host, port, self._identity, timeout_s=min(5.0, self.timeout_s))
-        except TransportError as exc:
+        except RequestTimeout as exc:  # a busy or paused node, or one cut off for a moment
+            raise P2PQError(ErrorCode.UNREACHABLE, str(exc), transient=True) from None
+        except TransportError as exc:  # refused, unknown host, another cluster, not a p2pq node
             raise P2PQError(ErrorCode.UNREACHABLE, str(exc)) from None
 
     async def close(self) -> None:
@@ -150,8 +158,8 @@ class AsyncClient:
             except TransportError as exc:  # the request itself cannot be sent (too large)
                 raise P2PQError(ErrorCode.TOO_LARGE, str(exc)) from None
             except P2PQError as exc:
-                if exc.code != "unreachable":
-                    raise
+                if not exc.transient:
+                    raise  # connection refused, another cluster: the one line now, not after the deadline
                 last = str(exc)
             else:
                 if reply.get("ok"):

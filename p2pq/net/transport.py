@@ -84,6 +84,14 @@ class NodeUnreachable(TransportError):
     """Nothing (or no p2pq node) answers at the address."""
 
 
+class ConnectionRefused(NodeUnreachable):
+    """The machine answers and nothing listens on the port: no node there now (not worth waiting on)."""
+
+
+class UnknownHost(NodeUnreachable):
+    """The host name does not resolve."""
+
+
 class TLSFailed(TransportError):
     """The TLS handshake failed: usually a node of another cluster."""
 
@@ -999,9 +1007,9 @@ async def open_client(host: str, port: int, identity: Identity, *, timeout_s: fl
         reader, writer, node_name, reply = await _dial(
             (host, port), ctx, hello, protocol_version, max_frame_bytes, timeout_s)
     except ConnectionRefusedError:
-        raise NodeUnreachable(f"connection refused: no p2pq node at {where}") from None
+        raise ConnectionRefused(f"connection refused: no p2pq node at {where}") from None
     except socket.gaierror:
-        raise NodeUnreachable(f"cannot resolve host {host!r}") from None
+        raise UnknownHost(f"cannot resolve host {host!r}") from None
     except (ssl.SSLError, PKIError, ConnectionClosed, ConnectionResetError):
         # TLS 1.3 clients learn of a rejected certificate only on first read,
         # as an alert or a reset: all mean "not our cluster".
