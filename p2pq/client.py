@@ -102,6 +102,7 @@ class AsyncClient:
         self.timeout_s = _seconds(timeout_s, "timeout_s")
         self._channel = None
         self._identity = None
+        self._connecting = asyncio.Lock()  # one connection, however many requests ask for it at once
 
     async def __aenter__(self) -> AsyncClient:
         await self.connect()
@@ -129,9 +130,23 @@ class AsyncClient:
             raise P2PQError(ErrorCode.UNREACHABLE, str(exc)) from None
 
     async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close()
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            await channel.close()
+
+    async def _connected(self):
+        """The open channel, opened once even when several requests ask at once (Client from threads)."""
+        if self._channel is None:
+            async with self._connecting:
+                if self._channel is None:
+                    await self.connect()
+        return self._channel
+
+    async def _drop(self, channel) -> None:
+        """A channel that failed goes, unless another request already replaced it."""
+        if self._channel is channel:
             self._channel = None
+        await channel.close()
 
     async def request(self, message: Any, *, deadline_s: float | None = None,
                       retry: Iterable[str] = RETRYABLE) -> dict:
@@ -148,13 +163,15 @@ class AsyncClient:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise P2PQError(ErrorCode.TIMEOUT, f"gave up after {self.timeout_s:g} s: {last}")
+            channel = None
             try:
-                if self._channel is None:
-                    await self.connect()
-                reply = await self._channel.request(dict(wire), timeout_s=remaining)
-            except (ChannelClosed, RequestTimeout) as exc:
+                channel = await self._connected()
+                reply = await channel.request(dict(wire), timeout_s=remaining)
+            except ChannelClosed as exc:
                 last = str(exc)
-                await self.close()
+                await self._drop(channel)
+            except RequestTimeout as exc:  # this request's deadline: the connection may serve others still
+                last = str(exc)
             except TransportError as exc:  # the request itself cannot be sent (too large)
                 raise P2PQError(ErrorCode.TOO_LARGE, str(exc)) from None
             except P2PQError as exc:

@@ -153,3 +153,37 @@ def test_node_task_memory_is_checked_before_the_node_starts(tmp_path, size, why)
     result = p2pq("node", "--cluster-dir", str(tmp_path), "--task-memory", size, check_exit=2)
     assert "Invalid value for '--task-memory'" in result.stderr and why in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_one_client_shared_by_threads_opens_one_connection(cluster, monkeypatch, caplog):
+    import logging
+    import threading
+
+    from p2pq.client import Client
+    from p2pq.net import transport
+
+    opened = []
+    real = transport.open_client
+
+    async def counting(*args, **kwargs):
+        opened.append(args[:2])
+        return await real(*args, **kwargs)
+    monkeypatch.setattr(transport, "open_client", counting)
+    errors: list[Exception] = []
+    client = Client(cluster.nodes[0].address, cluster_dir=cluster.cluster_dir, timeout_s=15)
+
+    def work():
+        try:
+            for _ in range(20):
+                assert client.peers()["members"]
+        except Exception as exc:  # noqa: BLE001 -- reported below
+            errors.append(exc)
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        threads = [threading.Thread(target=work) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        client.close()
+    assert errors == [] and len(opened) == 1
+    assert "destroyed but it is pending" not in caplog.text
