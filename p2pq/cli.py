@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -55,6 +56,11 @@ def _check_id(ctx, param, value):
 def _dumps(value) -> str:
     """JSON for people and scripts; a value JSON cannot hold (bytes) is shown as text, never a traceback."""
     return json.dumps(value, indent=2, default=lambda v: v.hex() if isinstance(v, bytes) else str(v))
+
+
+def _public(reply: dict) -> dict:
+    """A reply without the wire's own fields (`type`, `req`, `ok`): what --json prints."""
+    return {k: v for k, v in reply.items() if k not in ("type", "req", "ok")}
 
 
 def _cluster_dir(path: Path | None) -> Path:
@@ -213,12 +219,59 @@ def node(cluster_dir, data_dir, host, port, advertise, peers, no_mdns, mdns_inte
         raise UserError(f"cannot start the node: {exc}") from None
 
 
+_NUMBER = re.compile(r"-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+_MINUS = "\x00"  # marks a negative number among ARGS while click parses options
+
+
 class _SubmitCommand(click.Command):
-    """Remembers whether `--` was given: `p2pq submit -- CMD ARGS` is a shell command."""
+    """Remembers whether `--` was given (`p2pq submit -- CMD ARGS` is a shell command), and
+    reads a negative number among ARGS (`p2pq submit add -1 5`) as an argument, not an option."""
 
     def parse_args(self, ctx, args):
         ctx.meta["p2pq_shell"] = "--" in args
-        return super().parse_args(ctx, args)
+        takes_value = {name for p in self.params if isinstance(p, click.Option) and not p.is_flag
+                       for name in p.opts}
+        marked, seen_task, value_next = [], False, False
+        for arg in args[:args.index("--")] if "--" in args else args:
+            if value_next:  # an option's value (--priority -3): click's to read
+                marked.append(arg)
+                value_next = False
+            elif seen_task and _NUMBER.fullmatch(arg):
+                marked.append(_MINUS + arg)
+            else:
+                value_next = arg in takes_value
+                seen_task = seen_task or not arg.startswith("-")
+                marked.append(arg)
+        return super().parse_args(ctx, marked + args[len(marked):])
+
+
+def _unmark(text: str) -> str:
+    return text[len(_MINUS):] if text.startswith(_MINUS) else text
+
+
+_KEYWORD = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)", re.DOTALL)
+
+
+def _task_arguments(args: tuple[str, ...], kwargs_json: str | None) -> tuple[list, dict]:
+    """ARGS of a built-in or Python task: JSON values or strings; NAME=VALUE is a keyword argument."""
+    positional, keywords = [], {}
+    for arg in map(_unmark, args):
+        match = _KEYWORD.fullmatch(arg)
+        if match:
+            keywords[match[1]] = _json_arg(match[2])
+        elif keywords:
+            raise UserError(f"positional argument {arg!r} after keyword arguments")
+        else:
+            positional.append(_json_arg(arg))
+    if kwargs_json is not None:
+        try:
+            extra = json.loads(kwargs_json)
+        except ValueError as exc:
+            raise UserError(f"--kwargs is not JSON: {exc}") from None
+        if not isinstance(extra, dict):
+            raise UserError("--kwargs must be a JSON object, e.g. '{\"epochs\": 3}'")
+        keywords.update(extra)
+    return positional, keywords
 
 
 def _client(node: str | None, cluster_dir: Path | None, timeout_s: float = 15.0):
@@ -249,31 +302,41 @@ def _call(fn, *args, **kwargs):
 @click.option("--id", "task_id", default=None, callback=_check_id,
               help="Choose the task id (a retried submit is idempotent): up to 200 letters, digits "
                    "and . _ : @ + = ~ -.")
+@click.option("--kwargs", "kwargs_json", default=None, metavar="JSON",
+              help="Keyword arguments of a built-in or Python task, as a JSON object (also NAME=VALUE in ARGS).")
 @click.option("--wait", is_flag=True, help="Wait for the task to finish and print its result.")
 @JSON
 @click.argument("task")
 @click.argument("args", nargs=-1)
 @click.pass_context
-def submit(ctx, node, cluster_dir, priority, retries, timeout_s, cwd, task_id, wait, as_json, task, args):
+def submit(ctx, node, cluster_dir, priority, retries, timeout_s, cwd, task_id, kwargs_json, wait, as_json,
+           task, args):
     """Submit TASK with ARGS; prints its id once the cluster holds it on two nodes.
 
     \b
     TASK is a built-in (echo, sleep, fibonacci, is_prime, reverse_string,
     to_uppercase, noop, fail, cpu_burn), or a Python callable pkg.module:function
-    (importable on every node; ARGS are JSON values or strings), or, after --,
-    a shell command run without a shell.
+    (importable on every node), or, after --, a shell command run without a
+    shell. ARGS of a built-in or Python task are JSON values (3, -1.5, true,
+    '[1, 2]') or else strings; NAME=VALUE is a keyword argument.
 
     \b
     Examples:
       p2pq submit fibonacci 30 --priority 1 --wait
-      p2pq submit mylab.jobs:train '{"epochs": 3}'
+      p2pq submit mylab.jobs:train data.csv epochs=3 lr=0.01
       p2pq submit --timeout 60 -- python3 simulate.py --steps 1000
     """
     from .client import make_spec
     kind = "shell" if ctx.meta.get("p2pq_shell") else None
-    parsed = list(args) if kind == "shell" else [_json_arg(a) for a in args]
+    if kind == "shell":
+        if kwargs_json is not None:
+            raise UserError("--kwargs is for built-in and Python tasks; a shell command takes ARGS only")
+        parsed, keywords = [_unmark(a) for a in args], {}
+    else:
+        parsed, keywords = _task_arguments(args, kwargs_json)
     try:
-        spec = make_spec(task, parsed, kind=kind, priority=priority, retries=retries, timeout_s=timeout_s, cwd=cwd)
+        spec = make_spec(task, parsed, kind=kind, priority=priority, retries=retries, timeout_s=timeout_s,
+                         cwd=cwd, kwargs=keywords or None)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     with _client(node, cluster_dir) as client:
@@ -283,13 +346,13 @@ def submit(ctx, node, cluster_dir, priority, retries, timeout_s, cwd, task_id, w
     if as_json:
         click.echo(_dumps({"id": tid, "replicated": reply["replicated"], "leader": reply["leader"],
                            "term": reply["term"], **({"task": result} if result else {})}))
-        return
-    note = "" if reply["replicated"] else "  (unreplicated: a cluster of one node)"
-    click.echo(f"{tid}{note}")
-    if result is not None:
-        _print_result(result)
-        if result["state"] != "succeeded":
-            sys.exit(1)
+    else:
+        note = "" if reply["replicated"] else "  (unreplicated: a cluster of one node)"
+        click.echo(f"{tid}{note}")
+        if result is not None:
+            _print_result(result)
+    if result is not None and result["state"] != "succeeded":
+        sys.exit(1)  # the same with --json: a script reads the exit code
 
 
 def _json_arg(text: str):
@@ -353,8 +416,8 @@ def result(node, cluster_dir, wait, timeout_s, as_json, task_id):
         task = _call(client.result, task_id, wait=wait, timeout_s=timeout_s)
     if as_json:
         click.echo(_dumps(task))
-        return
-    _print_result(task)
+    else:
+        _print_result(task)
     if task["state"] in ("failed", "cancelled"):
         sys.exit(1)
 
@@ -370,11 +433,13 @@ def ls(node, cluster_dir, state, limit, as_json):
     with _client(node, cluster_dir) as client:
         listing = _call(client.list, state, limit)
     if as_json:
-        click.echo(_dumps(listing))
+        click.echo(_dumps(_public(listing)))
         return
     from rich.console import Console
     from rich.table import Table
-    table = Table("id", "state", "prio", "task", "attempts", "node", title=f"{listing['total']} task(s)")
+    shown, total = len(listing["tasks"]), listing["total"]
+    title = f"{total} task(s)" if shown == total else f"the newest {shown} of {total} tasks (--limit)"
+    table = Table("id", "state", "prio", "task", "attempts", "node", title=title)
     for t in listing["tasks"]:
         last = t["attempts"][-1]["node"] if t["attempts"] else ""
         table.add_row(t["id"], t["state"], str(t["priority"]), f"{t['target']} {' '.join(map(str, t['args']))}"[:40],
@@ -391,7 +456,7 @@ def cancel(node, cluster_dir, as_json, task_id):
     """Cancel a task (a running one is killed)."""
     with _client(node, cluster_dir) as client:
         reply = _call(client.cancel, task_id)
-    click.echo(_dumps(reply) if as_json else f"{task_id}: {reply['state']}")
+    click.echo(_dumps(_public(reply)) if as_json else f"{task_id}: {reply['state']}")
 
 
 @main.command()
@@ -403,8 +468,7 @@ def peers(node, cluster_dir, as_json):
     with _client(node, cluster_dir) as client:
         view = _call(client.peers)
     if as_json:
-        view.pop("type", None), view.pop("req", None), view.pop("ok", None)
-        click.echo(_dumps(view))
+        click.echo(_dumps(_public(view)))
         return
     from rich.console import Console
     from rich.table import Table

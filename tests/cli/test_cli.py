@@ -98,6 +98,18 @@ def test_a_shell_command_after_double_dash(cluster):
     assert "exit code 4" in failed.stdout
 
 
+def test_negative_numbers_are_arguments_and_name_value_a_keyword_argument(cluster):
+    run = lambda *args, code=0: p2pq("submit", *node_args(cluster), "--json", "--wait", *args,  # noqa: E731
+                                     cluster_dir=cluster.cluster_dir, check_exit=code)
+    doc = json.loads(run("--priority", "-2", "echo", "-1", "5", "-0.5").stdout)
+    assert doc["task"]["result"]["value"] == [-1, 5, -0.5]
+    failed = json.loads(run("p2pq.worker.builtins:fail", "message=from a keyword", code=1).stdout)
+    assert failed["task"]["state"] == "failed" and failed["task"]["result"]["error"] == "RuntimeError: from a keyword"
+    failed = json.loads(run("p2pq.worker.builtins:fail", "--kwargs", '{"message": "from --kwargs"}', code=1).stdout)
+    assert failed["task"]["result"]["error"] == "RuntimeError: from --kwargs"  # --json exits 1 as well
+    assert "after keyword arguments" in one_line_error(run("echo", "a=1", "2", code=1))
+
+
 def test_an_unknown_task_id_is_one_clear_line(cluster):
     result = p2pq("status", *node_args(cluster), "nosuchtask", cluster_dir=cluster.cluster_dir, check_exit=1)
     assert "no task with id nosuchtask" in one_line_error(result)
@@ -113,7 +125,10 @@ def test_ls_cancel_and_peers(cluster):
     out = p2pq("cancel", *node_args(cluster), tid, cluster_dir=cluster.cluster_dir).stdout
     assert f"{tid}: cancelled" in out
     listing = json.loads(p2pq("ls", *node_args(cluster), "--json", "--state", "cancelled", cluster_dir=cluster.cluster_dir).stdout)
-    assert tid in [t["id"] for t in listing["tasks"]]
+    assert tid in [t["id"] for t in listing["tasks"]] and not {"type", "req", "ok"} & set(listing)
+    p2pq("submit", *node_args(cluster), "--wait", "noop", cluster_dir=cluster.cluster_dir)  # two tasks at least
+    shown = p2pq("ls", *node_args(cluster), "--limit", "1", cluster_dir=cluster.cluster_dir).stdout
+    assert "the newest 1 of" in shown  # says that it shows fewer than there are
     peers = json.loads(p2pq("peers", *node_args(cluster), "--json", cluster_dir=cluster.cluster_dir).stdout)
     assert {m["node"] for m in peers["members"]} == {"node1", "node2"} and peers["leader"] == "node2"
 
