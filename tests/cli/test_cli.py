@@ -99,8 +99,9 @@ def test_a_shell_command_after_double_dash(cluster):
 
 
 def test_negative_numbers_are_arguments_and_name_value_a_keyword_argument(cluster):
-    run = lambda *args, code=0: p2pq("submit", *node_args(cluster), "--json", "--wait", *args,  # noqa: E731
-                                     cluster_dir=cluster.cluster_dir, check_exit=code)
+    def run(*args, code=0):
+        return p2pq("submit", *node_args(cluster), "--json", "--wait", *args, cluster_dir=cluster.cluster_dir,
+                    check_exit=code)
     doc = json.loads(run("--priority", "-2", "echo", "-1", "5", "-0.5").stdout)
     assert doc["task"]["result"]["value"] == [-1, 5, -0.5]
     failed = json.loads(run("p2pq.worker.builtins:fail", "message=from a keyword", code=1).stdout)
