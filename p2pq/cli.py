@@ -252,17 +252,32 @@ def _unmark(text: str) -> str:
 _KEYWORD = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)", re.DOTALL)
 
 
+def _read_input(arg: str) -> str:
+    """@PATH is the file's text and - the standard input's (a big argument), anything else itself."""
+    if arg == "-":
+        return sys.stdin.read()
+    if arg.startswith("@") and len(arg) > 1:
+        try:
+            return Path(arg[1:]).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"cannot read {arg[1:]}: {exc}") from None
+    return arg
+
+
 def _task_arguments(args: tuple[str, ...], kwargs_json: str | None) -> tuple[list, dict]:
-    """ARGS of a built-in or Python task: JSON values or strings; NAME=VALUE is a keyword argument."""
+    """ARGS of a built-in or Python task: JSON values or strings; NAME=VALUE is a keyword argument;
+    @PATH (or - for stdin) stands for a file's text, read as JSON when it is JSON."""
     positional, keywords = [], {}
+    if kwargs_json is not None:
+        kwargs_json = _read_input(kwargs_json)
     for arg in map(_unmark, args):
         match = _KEYWORD.fullmatch(arg)
         if match:
-            keywords[match[1]] = _json_arg(match[2])
+            keywords[match[1]] = _json_arg(_read_input(match[2]))
         elif keywords:
             raise UserError(f"positional argument {arg!r} after keyword arguments")
         else:
-            positional.append(_json_arg(arg))
+            positional.append(_json_arg(_read_input(arg)))
     if kwargs_json is not None:
         try:
             extra = json.loads(kwargs_json)
@@ -303,7 +318,8 @@ def _call(fn, *args, **kwargs):
               help="Choose the task id (a retried submit is idempotent): up to 200 letters, digits "
                    "and . _ : @ + = ~ -.")
 @click.option("--kwargs", "kwargs_json", default=None, metavar="JSON",
-              help="Keyword arguments of a built-in or Python task, as a JSON object (also NAME=VALUE in ARGS).")
+              help="Keyword arguments of a built-in or Python task, as a JSON object, @PATH or - (also "
+                   "NAME=VALUE in ARGS).")
 @click.option("--wait", is_flag=True, help="Wait for the task to finish and print its result.")
 @JSON
 @click.argument("task")
@@ -318,12 +334,14 @@ def submit(ctx, node, cluster_dir, priority, retries, timeout_s, cwd, task_id, k
     to_uppercase, noop, fail, cpu_burn), or a Python callable pkg.module:function
     (importable on every node), or, after --, a shell command run without a
     shell. ARGS of a built-in or Python task are JSON values (3, -1.5, true,
-    '[1, 2]') or else strings; NAME=VALUE is a keyword argument.
+    '[1, 2]') or else strings; NAME=VALUE is a keyword argument; @PATH is
+    the text of a file (JSON if it parses) and - that of the standard input.
 
     \b
     Examples:
       p2pq submit fibonacci 30 --priority 1 --wait
       p2pq submit mylab.jobs:train data.csv epochs=3 lr=0.01
+      p2pq submit mylab.jobs:fit config=@params.json
       p2pq submit --timeout 60 -- python3 simulate.py --steps 1000
     """
     from .client import make_spec
@@ -406,8 +424,8 @@ def _clock(t) -> str:
 @NODE
 @CLUSTER_DIR
 @click.option("--wait", is_flag=True, help="Wait until the task has finished.")
-@click.option("--timeout", "timeout_s", type=click.FloatRange(0, schema.MAX_TIMEOUT_S), default=None,
-              help="With --wait: give up after S seconds.")
+@click.option("--wait-timeout", "timeout_s", type=click.FloatRange(0, schema.MAX_TIMEOUT_S), default=None,
+              metavar="S", help="With --wait: give up waiting after S seconds (the task goes on).")
 @JSON
 @click.argument("task_id")
 def result(node, cluster_dir, wait, timeout_s, as_json, task_id):

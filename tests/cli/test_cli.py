@@ -111,6 +111,21 @@ def test_negative_numbers_are_arguments_and_name_value_a_keyword_argument(cluste
     assert "after keyword arguments" in one_line_error(run("echo", "a=1", "2", code=1))
 
 
+def test_a_big_argument_comes_from_a_file_or_stdin(cluster, tmp_path):
+    (tmp_path / "words.json").write_text(json.dumps(["a"] * 5000))
+    (tmp_path / "text.txt").write_text("hello from a file")
+    doc = json.loads(p2pq("submit", *node_args(cluster), "--json", "--wait", "echo", f"@{tmp_path / 'words.json'}",
+                          f"@{tmp_path / 'text.txt'}", cluster_dir=cluster.cluster_dir).stdout)
+    assert doc["task"]["result"]["value"] == [["a"] * 5000, "hello from a file"]
+    piped = subprocess.run([sys.executable, "-m", "p2pq", "submit", *node_args(cluster), "--json", "--wait",
+                            "echo", "-"], input="[1, 2, 3]", capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "P2PQ_CLUSTER_DIR": str(cluster.cluster_dir)})
+    assert json.loads(piped.stdout)["task"]["result"]["value"] == [1, 2, 3]  # echo of one argument is it
+    missing = p2pq("submit", *node_args(cluster), "echo", "@/no/such/file", cluster_dir=cluster.cluster_dir,
+                   check_exit=1)
+    assert "cannot read /no/such/file" in one_line_error(missing)
+
+
 def test_an_unknown_task_id_is_one_clear_line(cluster):
     result = p2pq("status", *node_args(cluster), "nosuchtask", cluster_dir=cluster.cluster_dir, check_exit=1)
     assert "no task with id nosuchtask" in one_line_error(result)
