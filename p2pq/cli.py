@@ -178,11 +178,15 @@ def _parse_task_memory(ctx, param, value):
                    "limit). Default: 80% of RAM split between the slots. Past it the task fails with "
                    "'memory limit (N MiB) exceeded'. Enforced by cgroup v2 memory.max where the node "
                    "can create cgroups, else per process by RLIMIT_DATA (the log says which).")
+@click.option("--pythonpath", "python_path", multiple=True, metavar="DIR",
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A directory Python tasks import from (repeatable), before the node's own path (its "
+                   "working directory first). A task's module is reloaded when its file changes.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
 def node(cluster_dir, data_dir, host, port, advertise, peers, no_mdns, mdns_interfaces, priority, slots, prefetch,
          prefetch_below_ms, replicas, quorum, http_port, http_host, node_id, durability, retain_finished, retain_finished_s, forget_after_s,
-         heartbeat_ms, failure_timeout_ms, task_memory, log_level):
+         heartbeat_ms, failure_timeout_ms, task_memory, python_path, log_level):
     """Run a node: join (or found) the cluster, hold the queue, run tasks.
 
     Start the same command on every machine. Nodes find each other by mDNS,
@@ -210,6 +214,7 @@ def node(cluster_dir, data_dir, host, port, advertise, peers, no_mdns, mdns_inte
                             advertise_host=advertise, peers=list(peers), mdns=not no_mdns, priority=priority,
                             mdns_interfaces=list(mdns_interfaces) or None,
                             node_id=node_id, config=config, http_port=http_port, http_host=http_host,
+                            python_path=[str(p) for p in python_path],
                             durability=durability, task_memory_bytes=task_memory)
     try:
         asyncio.run(run_node(settings))

@@ -74,6 +74,7 @@ class NodeSettings:
     http_host: str = "127.0.0.1"
     durability: str = "written"  # memory | written | fsync: docs/durability.md
     task_memory_bytes: int | None | str = "auto"  # "auto": a share of RAM per slot; None: no limit
+    python_path: list[str] = field(default_factory=list)  # where Python tasks import from, first
 
 
 def host_name() -> str:
@@ -254,7 +255,7 @@ class NodeRuntime:
             memory = s.task_memory_bytes
             if memory == "auto":
                 memory = default_task_memory_bytes(s.config.slots)
-            self.executor = Executor(s.config.slots, task_memory_bytes=memory)
+            self.executor = Executor(s.config.slots, task_memory_bytes=memory, python_path=tuple(s.python_path))
             await self.executor.start()
         self.transport = Transport(
             node_id=self.node_id, identity=identity, host=s.host, port=s.port,

@@ -93,14 +93,32 @@ def result_to_json(value: Any) -> str:
         raise ValueError(f"result is not JSON-serialisable: {exc}") from None
 
 
-def _resolve(target: str, cache: dict[str, Callable[..., Any]]) -> Callable[..., Any]:
-    """Import 'pkg.mod:attr.path' once; later calls hit the cache."""
-    fn = cache.get(target)
-    if fn is not None:
-        return fn
+def _source_mtime(module: Any) -> float | None:
+    try:
+        return os.stat(module.__file__).st_mtime_ns
+    except (AttributeError, TypeError, OSError):
+        return None  # a built-in or namespace module, or its file is gone
+
+
+def _resolve(target: str, cache: dict[str, Any]) -> Callable[..., Any]:
+    """Import 'pkg.mod:attr.path' once; later calls hit the cache, unless the module's file
+    changed since: then it is reloaded, so code edited on disk runs without restarting the
+    node (the modules it imports itself are not reloaded)."""
+    cached = cache.get(target)
+    if cached is not None:
+        fn, module, mtime = cached
+        if _source_mtime(module) == mtime:
+            return fn
+        try:
+            importlib.reload(module)
+        except Exception as exc:  # a broken edit: every task of it fails until the file is fixed
+            detail = one_line(exc).partition(": ")[2]
+            raise _LoadError(f"{type(exc).__name__}: cannot reload {target!r}: {detail}") from exc
+        del cache[target]
     module_name, _, qualname = target.partition(":")
     try:
-        obj: Any = importlib.import_module(module_name)
+        module = importlib.import_module(module_name)
+        obj: Any = module
         for part in qualname.split("."):
             obj = getattr(obj, part)
     except Exception as exc:
@@ -111,7 +129,7 @@ def _resolve(target: str, cache: dict[str, Callable[..., Any]]) -> Callable[...,
     if not callable(obj):
         raise _LoadError(f"TypeError: {target!r} is not callable "
                          f"(it is a {type(obj).__name__})")
-    cache[target] = obj
+    cache[target] = (obj, module, _source_mtime(module))
     return obj
 
 
@@ -123,7 +141,7 @@ def user_traceback(exc: BaseException) -> str:
     return "".join(lines + traceback.format_exception_only(type(exc), exc))
 
 
-def handle(request: tuple, cache: dict[str, Callable[..., Any]]) -> tuple:
+def handle(request: tuple, cache: dict[str, Any]) -> tuple:
     """Run one request: ("ok", json_text) or ("error", one_line, traceback_text)."""
     target, args, kwargs = request
     try:
@@ -166,7 +184,7 @@ class Capture:
         return f"[... {dropped} bytes truncated ...]\n{text}" if dropped else text
 
 
-def run_captured(request: tuple, cache: dict[str, Callable[..., Any]], capture: Capture) -> tuple:
+def run_captured(request: tuple, cache: dict[str, Any], capture: Capture) -> tuple:
     """One request with its output captured: the reply frame of the module docstring."""
     capture.start()
     try:
@@ -234,7 +252,7 @@ def main() -> None:
     proto_in, proto_out = _claim_stdio()
     _watch_for_orphaning(parent_pid)
     rfile = os.fdopen(proto_in, "rb")
-    cache: dict[str, Callable[..., Any]] = {}
+    cache: dict[str, Any] = {}  # target -> (callable, its module, the module file's mtime)
     capture = Capture(int(config.get("output_cap_bytes", 64 * 1024)))
     _write_all(proto_out, encode_frame(("ready", os.getpid())))
     try:

@@ -152,9 +152,9 @@ class _Child:
         self.pid = transport.get_pid()
 
     @classmethod
-    async def spawn(cls, scope: Scope, output_cap_bytes: int) -> _Child:
-        """Start a child in `scope` and wait for its "ready" frame."""
-        path = [entry or os.getcwd() for entry in sys.path]
+    async def spawn(cls, scope: Scope, output_cap_bytes: int, python_path: tuple[str, ...] = ()) -> _Child:
+        """Start a child in `scope` and wait for its "ready" frame; `python_path` comes first on its path."""
+        path = [*python_path, *(entry or os.getcwd() for entry in sys.path)]
         config = {"data_bytes": scope.rlimit_bytes, "output_cap_bytes": output_cap_bytes}
         transport, protocol = await asyncio.get_running_loop().subprocess_exec(
             _ChildProtocol, sys.executable, "-c", _BOOT, json.dumps(path), json.dumps(config),
@@ -214,9 +214,10 @@ class _Child:
 class _Slot:
     """One unit of concurrency, and the child that serves it."""
 
-    def __init__(self, index: int, output_cap_bytes: int) -> None:
+    def __init__(self, index: int, output_cap_bytes: int, python_path: tuple[str, ...] = ()) -> None:
         self.index = index
         self.output_cap_bytes = output_cap_bytes  # of each stream of a Python or built-in task
+        self.python_path = python_path
         self.py_scope = self.sh_scope = Scope("", None, None)  # until confine()
         self._leftovers: list[int] = []  # killed with the last child, not yet reaped
         self._child: _Child | None = None
@@ -241,7 +242,7 @@ class _Slot:
             await self._dying.wait_closed()  # one process per slot, even briefly
             self._dying = None
         await self._reap_leftovers()
-        return await _Child.spawn(self.py_scope, self.output_cap_bytes)
+        return await _Child.spawn(self.py_scope, self.output_cap_bytes, self.python_path)
 
     async def _reap_leftovers(self) -> None:
         pids, self._leftovers = self._leftovers, []
@@ -368,9 +369,10 @@ class Executor:
 
     def __init__(self, slots: int, *, output_cap_bytes: int = 64 * 1024,
                  max_result_bytes: int = 1024 * 1024, task_memory_bytes: int | None = None,
-                 cgroups: bool = True) -> None:
+                 cgroups: bool = True, python_path: tuple[str, ...] = ()) -> None:
         """`task_memory_bytes`: each task's memory limit (None: none); `cgroups=False`
-        forces the fallback (marker and RLIMIT_DATA) where cgroup v2 would do."""
+        forces the fallback (marker and RLIMIT_DATA) where cgroup v2 would do;
+        `python_path`: directories Python tasks import from, before the node's own path."""
         if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
             raise ValueError(f"slots must be a positive integer, got {slots!r}")
         if output_cap_bytes < 1 or max_result_bytes < 1:
@@ -378,7 +380,8 @@ class Executor:
         if task_memory_bytes is not None and task_memory_bytes < 1:
             raise ValueError(f"task_memory_bytes must be positive or None, got {task_memory_bytes!r}")
         self.confinement = Confinement(task_memory_bytes, cgroups=cgroups)
-        self._slots = [_Slot(i, output_cap_bytes) for i in range(slots)]
+        paths = tuple(os.path.abspath(p) for p in python_path)
+        self._slots = [_Slot(i, output_cap_bytes, paths) for i in range(slots)]
         self._pool = _SlotPool(self._slots)
         self._reapers: set[asyncio.Task[None]] = set()
         self._output_cap_bytes = output_cap_bytes

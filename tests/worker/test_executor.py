@@ -667,3 +667,23 @@ def test_submit_then_cancel_calls_back_cancelled():
 
     outcome = with_executor(body)
     assert outcome.status == "cancelled"
+
+
+def test_python_path_comes_first_and_an_edited_module_is_picked_up(tmp_path):
+    module = tmp_path / "lab_jobs_for_test.py"
+    module.write_text("def version():\n    return 1\n")
+
+    async def body(ex):
+        first = await ex.run("1", python("lab_jobs_for_test:version"), None)
+        module.write_text("def version():\n    return 2\n\ndef added():\n    return 'new'\n")
+        os.utime(module, ns=(time.time_ns(), time.time_ns() + 10**9))  # a later mtime, whatever the clock's grain
+        second = await ex.run("2", python("lab_jobs_for_test:version"), None)
+        added = await ex.run("3", python("lab_jobs_for_test:added"), None)
+        module.write_text("def version(:\n")  # a broken edit: an import error, the worker lives on
+        os.utime(module, ns=(time.time_ns(), time.time_ns() + 2 * 10**9))
+        broken = await ex.run("4", python("lab_jobs_for_test:version"), None)
+        return first, second, added, broken
+
+    first, second, added, broken = with_executor(body, python_path=(str(tmp_path),))
+    assert (first.value, second.value, added.value) == (1, 2, "new")
+    assert broken.status == "failed" and broken.error.startswith("SyntaxError: cannot reload")
