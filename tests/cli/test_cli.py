@@ -218,3 +218,15 @@ def test_one_client_shared_by_threads_opens_one_connection(cluster, monkeypatch,
         client.close()
     assert errors == [] and len(opened) == 1
     assert "destroyed but it is pending" not in caplog.text
+
+
+def test_a_python_task_imports_from_the_nodes_pythonpath(tmp_path):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "mylab_for_test.py").write_text("def train(data, epochs=1):\n    print('training', data)\n"
+                                           "    return {'data': data, 'epochs': epochs}\n")
+    with LocalCluster(2, slots=1, extra_args=["--pythonpath", str(lib)]) as c:
+        doc = json.loads(p2pq("submit", *node_args(c), "--json", "--wait", "mylab_for_test:train", "data.csv",
+                              "epochs=3", cluster_dir=c.cluster_dir).stdout)
+    result = doc["task"]["result"]
+    assert result["value"] == {"data": "data.csv", "epochs": 3} and result["stdout"] == "training data.csv\n"
