@@ -26,8 +26,8 @@ from .state import NodeState, Peer
 from .types import NodeId, Role
 
 
-def add_peer(core: NodeState, node: NodeId, priority: int, address: tuple | None) -> Peer:
-    peer = Peer(node, priority, address, last_heard=core.now)
+def add_peer(core: NodeState, node: NodeId, priority: int, address: tuple | None, slots: int = 1) -> Peer:
+    peer = Peer(node, priority, address, slots, last_heard=core.now)
     core.peers[node] = peer
     core.out.append(Note("node_joined", {"node": node, "priority": priority}))
     if core.role is Role.LEADER:
@@ -35,10 +35,10 @@ def add_peer(core: NodeState, node: NodeId, priority: int, address: tuple | None
     return peer
 
 
-def meet(core: NodeState, node: NodeId, priority: int, address: tuple | None) -> None:
+def meet(core: NodeState, node: NodeId, priority: int, address: tuple | None, slots: int = 1) -> None:
     """A node we learnt of: know it, and introduce ourselves to it."""
     if node != core.id and node not in core.peers:
-        add_peer(core, node, priority, address)
+        add_peer(core, node, priority, address, slots)
         core.send(node, Join(core.priority, core.address, core.config.slots))
 
 
@@ -140,8 +140,8 @@ def on_heartbeat(core: NodeState, sender: NodeId, msg: Heartbeat) -> None:
     for m in msg.members:
         if m.node == core.id or (m.node not in core.peers and not m.alive):
             continue  # the dead we do not know stay unknown (or a forgotten one comes back)
-        peer = core.peers.get(m.node) or add_peer(core, m.node, m.priority, m.address)
-        peer.address = m.address or peer.address
+        peer = core.peers.get(m.node) or add_peer(core, m.node, m.priority, m.address, m.slots)
+        peer.address, peer.slots = m.address or peer.address, m.slots  # what a restarted member knows of the others
         if m.node != sender:
             peer.alive = m.alive
     if msg.members:
@@ -178,4 +178,4 @@ def on_join_leader(core: NodeState, sender: NodeId, msg: Join) -> None:
 def on_gossip(core: NodeState, sender: NodeId, msg: Gossip) -> None:
     for m in msg.members:
         if m.alive:
-            meet(core, m.node, m.priority, m.address)
+            meet(core, m.node, m.priority, m.address, m.slots)

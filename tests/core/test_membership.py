@@ -105,3 +105,16 @@ def test_a_failure_stamped_by_a_clock_an_hour_ahead_is_retried_without_waiting_o
     found, next_at = table.pop_runnable(now, 0.5, 30.0)
     assert found is not None and found.task_id == "t1"
     assert table.pop_runnable(now, 0.5, 30.0) == (None, now - 0.1 + 0.5)  # in its backoff still
+
+
+def test_a_member_takes_the_others_slots_from_the_leaders_heartbeat_and_gossip():
+    """A restarted member knows its peers only from discovery (1 slot each) until the leader says."""
+    member = node("a", 1, {"c": 3})
+    term = Term(1, "c")
+    listed = (Member("c", 3, ("10.0.0.3", 7470), True, 8, 0), Member("b", 2, ("10.0.0.2", 7470), True, 4, 1),
+              Member("a", 1, None, True, 1, 0))
+    recv(member, "c", Heartbeat(term, 3, listed, ("b",), False), 0.5)
+    assert {n: p.slots for n, p in member.peers.items()} == {"c": 8, "b": 4}
+    recv(member, "c", Gossip((Member("d", 0, ("10.0.0.4", 7470), True, 0, 0),)), 0.6)
+    assert member.peers["d"].slots == 0  # a coordinator that runs no task
+    assert {m["node"]: m["slots"] for m in member.view()["members"]} == {"a": 1, "c": 8, "b": 4, "d": 0}
