@@ -35,6 +35,7 @@ ROLE_STYLE = {"leader": "bold yellow", "follower": "cyan", "member": "white", "d
 SPARK = "▁▂▃▄▅▆▇█"
 TASK_ROWS = 12
 EVENT_ROWS = 10
+WIDE = 120  # columns from which the panels stand two by two; narrower, one above the other
 
 
 class Unreachable(Exception):
@@ -134,18 +135,23 @@ class HttpSource:
 
 # -- drawing -------------------------------------------------------------------------------------
 
-def render(snap: dict | None, source: str, problem: str | None = None) -> Group:
-    """One frame of `p2pq top` from a snapshot (the shape of GET /api/overview plus 'tasks')."""
+def render(snap: dict | None, source: str, problem: str | None = None, width: int = WIDE) -> Group:
+    """One frame of `p2pq top` from a snapshot (the shape of GET /api/overview plus 'tasks').
+
+    From `WIDE` columns the four panels stand two by two; in a narrower
+    terminal (80 columns) one above the other, each as wide as the screen.
+    """
     if snap is None:
         return Group(Text(f"p2pq top: waiting for {source}… {problem or ''}", style="yellow"))
-    parts: list = [_header(snap, source, problem)]
+    panels = [_nodes(snap), _queue(snap), _tasks(snap), _events(snap)]
+    if width < WIDE:
+        return Group(_header(snap, source, problem), *panels)
     grid = Table.grid(expand=True, padding=(0, 1))
     grid.add_column(ratio=1)
     grid.add_column(ratio=1)
-    grid.add_row(_nodes(snap), _queue(snap))
-    grid.add_row(_tasks(snap), _events(snap))
-    parts.append(grid)
-    return Group(*parts)
+    grid.add_row(panels[0], panels[1])
+    grid.add_row(panels[2], panels[3])
+    return Group(_header(snap, source, problem), grid)
 
 
 def _header(snap: dict, source: str, problem: str | None) -> Text:
@@ -219,15 +225,18 @@ def _events(snap: dict) -> Panel:
 
 # -- the command ---------------------------------------------------------------------------------------
 
-async def _watch(source, interval_s: float, once: bool, console: Console) -> None:
+async def _watch(source, interval_s: float, once: bool, as_json: bool, console: Console) -> None:
     from rich.live import Live
     snap, problem = None, None
-    if once:
+    if once or as_json:
         try:
             snap = await source.fetch()
         except Unreachable as exc:
             raise click.ClickException(str(exc)) from None
-        console.print(render(snap, source.name))
+        if as_json:
+            click.echo(json.dumps(snap, indent=2, default=str))
+        else:
+            console.print(render(snap, source.name, width=console.width))
         return
     with Live(render(None, source.name), console=console, screen=True, auto_refresh=False) as live:
         while True:
@@ -235,7 +244,7 @@ async def _watch(source, interval_s: float, once: bool, console: Console) -> Non
                 snap, problem = await source.fetch(), None
             except Unreachable as exc:
                 problem = f"{exc} (retrying)"
-            live.update(render(snap, source.name, problem), refresh=True)
+            live.update(render(snap, source.name, problem, width=console.width), refresh=True)
             await asyncio.sleep(interval_s)
 
 
@@ -256,8 +265,11 @@ def _token(cluster_dir: Path | None) -> str | None:
               default=None, help="The cluster's CA directory (default: ~/.config/p2pq/cluster).")
 @click.option("--interval", "interval_s", type=click.FloatRange(0.1), default=1.0, show_default=True,
               help="Seconds between looks.")
-@click.option("--once", is_flag=True, help="Print one frame and exit (for scripts and logs).")
-def top(node, http_url, cluster_dir, interval_s, once):
+@click.option("--once", is_flag=True, help="Print one frame and exit (for logs).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one snapshot as JSON and exit (for scripts): the shape of GET /api/overview, plus "
+                   "'tasks'.")
+def top(node, http_url, cluster_dir, interval_s, once, as_json):
     """Watch the cluster live in the terminal: nodes, leader, queue, throughput, tasks, events.
 
     Ctrl-C quits. The node watched may lose the leadership (or die, with
@@ -273,7 +285,7 @@ def top(node, http_url, cluster_dir, interval_s, once):
 
     async def main() -> None:
         try:
-            await _watch(source, interval_s, once, Console())
+            await _watch(source, interval_s, once, as_json, Console())
         finally:
             await source.close()
     try:

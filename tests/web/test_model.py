@@ -172,3 +172,8 @@ def test_top_draws_a_snapshot_without_a_cluster():
     text = console.export_text()
     assert "none (election in progress)" in text and "leader not reachable: no leader yet" in text
     assert "dead" in text and "n1 *" in text and "n3 is down (left)" in text
+    narrow = Console(width=80, record=True)  # a terminal of 80 columns: one panel above the other
+    narrow.print(render(snap, "test", width=80))
+    text = narrow.export_text()
+    assert max(map(len, text.splitlines())) <= 80 and "10.0.0.3:7470" in text and "n3 is down (left)" in text
+    assert text.index("nodes") < text.index("queue") < text.index("newest tasks") < text.index("events")

@@ -67,6 +67,15 @@ def test_top_once_draws_the_cluster(cluster, how):
         assert name in run.stdout
 
 
+def test_top_json_is_one_snapshot(cluster):
+    run = subprocess.run([sys.executable, "-m", "p2pq", "top", "--json", "--cluster-dir", str(cluster.cluster_dir),
+                          "--node", cluster.nodes[0].address], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    snap = json.loads(run.stdout)
+    assert snap["cluster"]["leader"] == "node3" and {m["node"] for m in snap["cluster"]["members"]} == \
+        {"node1", "node2", "node3"} and "tasks" in snap
+
+
 def test_top_says_so_when_the_node_is_unreachable(cluster):
     run = subprocess.run([sys.executable, "-m", "p2pq", "top", "--once", "--http", "http://127.0.0.1:9"],
                          capture_output=True, text=True, timeout=60)
