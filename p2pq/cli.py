@@ -365,15 +365,15 @@ def submit(ctx, node, cluster_dir, priority, retries, timeout_s, cwd, task_id, k
     with _client(node, cluster_dir) as client:
         reply = _call(client.submit_spec, spec, task_id)
         tid = reply["ids"][0]
+        if not as_json:  # the id as soon as the cluster holds the task, before any wait
+            note = "" if reply["replicated"] else "  (unreplicated: a cluster of one node)"
+            click.echo(f"{tid}{note}")
         result = _call(client.result, tid, wait=True) if wait else None
     if as_json:
         click.echo(_dumps({"id": tid, "replicated": reply["replicated"], "leader": reply["leader"],
                            "term": reply["term"], **({"task": result} if result else {})}))
-    else:
-        note = "" if reply["replicated"] else "  (unreplicated: a cluster of one node)"
-        click.echo(f"{tid}{note}")
-        if result is not None:
-            _print_result(result)
+    elif result is not None:
+        _print_result(result)
     if result is not None and result["state"] != "succeeded":
         sys.exit(1)  # the same with --json: a script reads the exit code
 

@@ -266,7 +266,12 @@ class Client:
         self._async = AsyncClient(node, **options)
 
     def _call(self, coro):
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result()
+        except BaseException:  # Ctrl-C while waiting: the request ends with the call
+            future.cancel()
+            raise
 
     def __enter__(self) -> Client:
         return self
@@ -276,10 +281,18 @@ class Client:
 
     def close(self) -> None:
         if self._loop.is_running():
-            self._call(self._async.close())
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout=10)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=5)
         self._loop.close()
+
+    async def _shutdown(self) -> None:
+        """End every request still running (another thread's, or one Ctrl-C left), then the connection."""
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+        await self._async.close()
 
     def submit(self, target: str, *args: Any, **options: Any) -> str:
         return self._call(self._async.submit(target, *args, **options))

@@ -230,3 +230,19 @@ def test_a_python_task_imports_from_the_nodes_pythonpath(tmp_path):
                               "epochs=3", cluster_dir=c.cluster_dir).stdout)
     result = doc["task"]["result"]
     assert result["value"] == {"data": "data.csv", "epochs": 3} and result["stdout"] == "training data.csv\n"
+
+
+def test_submit_wait_prints_the_id_at_once_and_ctrl_c_ends_cleanly(cluster):
+    import signal
+    proc = subprocess.Popen([sys.executable, "-m", "p2pq", "submit", *node_args(cluster), "--wait", "sleep", "30"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "P2PQ_CLUSTER_DIR": str(cluster.cluster_dir)})
+    try:
+        task_id = proc.stdout.readline().strip()  # printed while the task still runs
+        assert task_id and proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0 and "Traceback" not in err and "destroyed but it is pending" not in err, err
+    p2pq("cancel", *node_args(cluster), task_id, cluster_dir=cluster.cluster_dir)
