@@ -36,9 +36,10 @@ CLUSTER_DIR = click.option("--cluster-dir", type=click.Path(file_okay=False, pat
                            envvar="P2PQ_CLUSTER_DIR", default=None,
                            help="The cluster's CA directory (default: ~/.config/p2pq/cluster; "
                                 "env P2PQ_CLUSTER_DIR).")
-NODE = click.option("--node", envvar="P2PQ_NODE", default=None, metavar="HOST:PORT",
-                    help="The node to talk to (default: 127.0.0.1:7470; env P2PQ_NODE). "
-                         "Any node will do: it forwards to the leader.")
+NODE = click.option("--node", envvar="P2PQ_NODE", default=None, metavar="HOST:PORT[,...]",
+                    help="The node to talk to (default: 127.0.0.1:7470; env P2PQ_NODE). Any node will do: "
+                         "it forwards to the leader. Several, comma-separated, are tried in turn, and a "
+                         "node that goes away mid-request is replaced by another member.")
 JSON = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 # The limits of docs/api.md, so that a bad value gets click's one clear line.
 INT64 = click.IntRange(schema.INT64_MIN, schema.INT64_MAX)

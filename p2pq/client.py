@@ -13,6 +13,7 @@ retries with the same id and the task exists once (G1 without duplicates).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import os
 import socket
@@ -20,7 +21,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from p2pq.core import schema
 from p2pq.core.errors import RETRYABLE, ErrorCode
@@ -91,18 +92,29 @@ def new_task_id() -> str:
 class AsyncClient:
     """asyncio client; one TLS connection to one node, re-opened when it drops."""
 
-    def __init__(self, node: str | None = None, *, cluster_dir: str | Path | None = None,
-                 timeout_s: float = 15.0) -> None:
+    def __init__(self, node: str | Sequence[str] | None = None, *, cluster_dir: str | Path | None = None,
+                 timeout_s: float = 15.0, failover: bool = True) -> None:
+        """`node`: an address, several ("a:7470,b:7470" or a list), or None for $P2PQ_NODE or the local
+        node. With `failover` the client also learns the cluster's members when it connects, and
+        when its node goes away it goes on through another; without, it talks to that node only."""
         from p2pq.net.pki import default_cluster_dir
+        given = node or os.environ.get("P2PQ_NODE") or f"127.0.0.1:{DEFAULT_PORT}"
+        texts = given.split(",") if isinstance(given, str) else list(given)
         try:
-            self.address = parse_address(node or os.environ.get("P2PQ_NODE") or f"127.0.0.1:{DEFAULT_PORT}")
-        except ValueError as exc:
+            self.addresses = [parse_address(text.strip()) for text in texts if text.strip()]
+        except (ValueError, AttributeError) as exc:
             raise InvalidRequest(str(exc)) from None
+        if not self.addresses:
+            raise InvalidRequest(f"bad node address {given!r}: expected HOST:PORT")
+        self.address = self.addresses[0]  # the node this client talks to (the first that answered)
+        self.failover = failover
         self.cluster_dir = Path(cluster_dir or os.environ.get("P2PQ_CLUSTER_DIR") or default_cluster_dir())
         self.timeout_s = _seconds(timeout_s, "timeout_s")
         self._channel = None
         self._identity = None
         self._connecting = asyncio.Lock()  # one connection, however many requests ask for it at once
+        self._members: list[tuple[str, int]] = []  # the live members' addresses, as the last node said
+        self._learning: asyncio.Task | None = None
 
     async def __aenter__(self) -> AsyncClient:
         await self.connect()
@@ -121,15 +133,43 @@ class AsyncClient:
                 self._identity = ensure_identity(self.cluster_dir, self.cluster_dir / "clients", name, "client")
             except PKIError as exc:
                 raise P2PQError(ErrorCode.NO_CLUSTER, str(exc)) from None
-        host, port = self.address
-        try:
-            self._channel = await open_client(host, port, self._identity, timeout_s=min(5.0, self.timeout_s))
-        except RequestTimeout as exc:  # a busy or paused node, or one cut off for a moment
-            raise P2PQError(ErrorCode.UNREACHABLE, str(exc), transient=True) from None
-        except TransportError as exc:  # refused, unknown host, another cluster, not a p2pq node
-            raise P2PQError(ErrorCode.UNREACHABLE, str(exc)) from None
+        failures: list[P2PQError] = []
+        for host, port in self._candidates():
+            try:
+                self._channel = await open_client(host, port, self._identity, timeout_s=min(5.0, self.timeout_s))
+            except RequestTimeout as exc:  # a busy or paused node, or one cut off for a moment
+                failures.append(P2PQError(ErrorCode.UNREACHABLE, str(exc), transient=True))
+            except TransportError as exc:  # refused, unknown host, another cluster, not a p2pq node
+                failures.append(P2PQError(ErrorCode.UNREACHABLE, str(exc)))
+            else:
+                self.address = (host, port)
+                if self.failover:
+                    self._learning = asyncio.get_running_loop().create_task(self._learn(self._channel))
+                return
+        first = failures[0]
+        if len(failures) > 1:  # every node known failed: say so, transient if any may answer later
+            first = P2PQError(first.code, f"{first} (and {len(failures) - 1} other node(s) failed too)",
+                              transient=any(f.transient for f in failures))
+        raise first
+
+    def _candidates(self) -> list[tuple[str, int]]:
+        """The node to dial: ours, then (with failover) the others given, then the members learnt."""
+        if not self.failover:
+            return [self.address]
+        return list(dict.fromkeys([self.address, *self.addresses, *self._members]))
+
+    async def _learn(self, channel) -> None:
+        """Which nodes are alive, asked of the node just reached: where to go if it goes away."""
+        with contextlib.suppress(Exception):  # an old node, a lost connection: keep what we knew
+            view = await channel.request(to_wire(Query("peers")), timeout_s=self.timeout_s)
+            self._members = [(str(m["address"][0]), int(m["address"][1])) for m in view.get("members", [])
+                             if m.get("alive") and m.get("address")]
 
     async def close(self) -> None:
+        learning, self._learning = self._learning, None
+        if learning is not None and not learning.done():
+            learning.cancel()
+            await asyncio.gather(learning, return_exceptions=True)
         channel, self._channel = self._channel, None
         if channel is not None:
             await channel.close()
@@ -264,6 +304,11 @@ class Client:
         self._thread = threading.Thread(target=self._loop.run_forever, name="p2pq-client", daemon=True)
         self._thread.start()
         self._async = AsyncClient(node, **options)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The node this client talks to now (another one after a failover)."""
+        return self._async.address
 
     def _call(self, coro):
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)

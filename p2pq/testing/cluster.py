@@ -175,7 +175,7 @@ class LocalCluster:
     # -- looking ------------------------------------------------------------------
     def client(self, index: int, timeout_s: float = 15.0) -> Client:
         if index not in self._clients:
-            self._clients[index] = Client(self.nodes[index].address, cluster_dir=self.cluster_dir,
+            self._clients[index] = Client(self.nodes[index].address, cluster_dir=self.cluster_dir, failover=False,
                                           timeout_s=timeout_s)
         return self._clients[index]
 

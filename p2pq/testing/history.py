@@ -221,7 +221,7 @@ class Workload:
     def _client(self, w: int, node: int) -> AsyncClient:
         key = (w, node)
         if key not in self._clients:
-            self._clients[key] = AsyncClient(self.cluster.nodes[node].address,
+            self._clients[key] = AsyncClient(self.cluster.nodes[node].address, failover=False,
                                              cluster_dir=self.cluster.cluster_dir, timeout_s=self.try_s)
         return self._clients[key]
 

@@ -323,7 +323,7 @@ class NetnsCluster(LocalCluster):
     def probe(self, i: int, timeout_s: float = 1.5) -> Client:
         """A short-deadline client for polling (a paused node must not hold the poller)."""
         if i not in self._probes:
-            self._probes[i] = Client(self.nodes[i].address, cluster_dir=self.cluster_dir,
+            self._probes[i] = Client(self.nodes[i].address, cluster_dir=self.cluster_dir, failover=False,
                                      timeout_s=timeout_s)
         return self._probes[i]
 

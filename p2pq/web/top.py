@@ -49,7 +49,7 @@ class TlsSource:
 
     def __init__(self, node: str | None, cluster_dir: Path | None) -> None:
         from p2pq.client import AsyncClient
-        self.client = AsyncClient(node, cluster_dir=cluster_dir, timeout_s=3.0)
+        self.client = AsyncClient(node, cluster_dir=cluster_dir, timeout_s=3.0, failover=False)  # this node's view
         self.name = "{}:{}".format(*self.client.address)
         self.history: collections.deque = collections.deque(maxlen=120)
         self.events: collections.deque = collections.deque(maxlen=50)

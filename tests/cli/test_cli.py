@@ -246,3 +246,17 @@ def test_submit_wait_prints_the_id_at_once_and_ctrl_c_ends_cleanly(cluster):
         proc.kill()
     assert proc.returncode != 0 and "Traceback" not in err and "destroyed but it is pending" not in err, err
     p2pq("cancel", *node_args(cluster), task_id, cluster_dir=cluster.cluster_dir)
+
+
+def test_a_client_whose_node_dies_goes_on_through_another_member(tmp_path):
+    from p2pq.client import Client
+    with LocalCluster(3, slots=1) as c:
+        dead = f"127.0.0.1:{free_ports(1)[0]}"
+        with Client(f"{dead},{c.nodes[0].address}", cluster_dir=c.cluster_dir, timeout_s=20) as client:
+            assert client.peers()["node"] == "node1"  # the first address refused: the second answered
+            task_id = client.submit("sleep", 2)
+            c.kill(0)  # the node this client talks to
+            task = client.result(task_id, wait=True)  # through node2 or node3, learnt from node1
+        assert task["state"] == "succeeded" and "{}:{}".format(*client.address) != c.nodes[0].address
+        out = p2pq("submit", "--node", f"{dead},{c.nodes[1].address}", "--wait", "noop", cluster_dir=c.cluster_dir)
+        assert "succeeded" in out.stdout
