@@ -1,16 +1,10 @@
-"""Shared pieces of the benchmarks: a local cluster and percentiles."""
+"""Shared pieces of the benchmarks: latency summaries, with the one percentile the project uses."""
 
 from __future__ import annotations
 
 import statistics
 
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    k = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[k]
+from p2pq.stats import percentile  # nearest rank, as the simulator's and the chaos run's figures
 
 
 def summary_ms(values_s: list[float]) -> dict:
