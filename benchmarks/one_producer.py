@@ -13,8 +13,8 @@ durability, from one thread:
 
 Reports tasks/s (median of the runs) and the CPU the whole machine spent
 per task (from /proc/stat, so the nodes, their workers and the client all
-count: run it with nothing else busy). The machine is shared and noisy: quote medians, and compare modes
-from one sitting.
+count: run it with nothing else busy). The machine is shared and noisy:
+quote medians, and compare modes from one sitting.
 """
 
 from __future__ import annotations
