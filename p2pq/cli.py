@@ -326,12 +326,15 @@ def _call(fn, *args, **kwargs):
 @click.option("--kwargs", "kwargs_json", default=None, metavar="JSON",
               help="Keyword arguments of a built-in or Python task, as a JSON object, @PATH or - (also "
                    "NAME=VALUE in ARGS).")
+@click.option("--each", "each", default=None, metavar="FILE",
+              help="One task per line of FILE (- for stdin): {} in ARGS stands for the line (else it is the "
+                   "last argument). With --wait: a progress bar, then a summary; exit 1 if any failed.")
 @click.option("--wait", is_flag=True, help="Wait for the task to finish and print its result.")
 @JSON
 @click.argument("task")
 @click.argument("args", nargs=-1)
 @click.pass_context
-def submit(ctx, node, cluster_dir, priority, retries, timeout_s, cwd, task_id, kwargs_json, wait, as_json,
+def submit(ctx, node, cluster_dir, priority, retries, timeout_s, cwd, task_id, kwargs_json, each, wait, as_json,
            task, args):
     """Submit TASK with ARGS; prints its id once the cluster holds it on two nodes.
 
@@ -349,20 +352,32 @@ def submit(ctx, node, cluster_dir, priority, retries, timeout_s, cwd, task_id, k
       p2pq submit mylab.jobs:train data.csv epochs=3 lr=0.01
       p2pq submit mylab.jobs:fit config=@params.json
       p2pq submit --timeout 60 -- python3 simulate.py --steps 1000
+      p2pq submit --each params.txt --wait -- python3 sim.py --alpha {}
     """
     from .client import make_spec
     kind = "shell" if ctx.meta.get("p2pq_shell") else None
-    if kind == "shell":
-        if kwargs_json is not None:
-            raise UserError("--kwargs is for built-in and Python tasks; a shell command takes ARGS only")
-        parsed, keywords = [_unmark(a) for a in args], {}
-    else:
-        parsed, keywords = _task_arguments(args, kwargs_json)
-    try:
-        spec = make_spec(task, parsed, kind=kind, priority=priority, retries=retries, timeout_s=timeout_s,
-                         cwd=cwd, kwargs=keywords or None)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+    if kind == "shell" and kwargs_json is not None:
+        raise UserError("--kwargs is for built-in and Python tasks; a shell command takes ARGS only")
+
+    def spec_of(raw_args) -> object:
+        if kind == "shell":
+            parsed, keywords = [_unmark(a) for a in raw_args], {}
+        else:
+            parsed, keywords = _task_arguments(tuple(raw_args), kwargs_json)
+        try:
+            return make_spec(task, parsed, kind=kind, priority=priority, retries=retries, timeout_s=timeout_s,
+                             cwd=cwd, kwargs=keywords or None)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+    if each is not None:
+        if task_id is not None:
+            raise UserError("--id names one task; --each submits one per line (their ids are chosen for them)")
+        lines = _lines(each)
+        specs = [spec_of([a.replace("{}", line) for a in args] if any("{}" in a for a in args) else
+                         [*args, line]) for line in lines]
+        _submit_each(node, cluster_dir, specs, lines, wait, as_json)
+        return
+    spec = spec_of(args)
     with _client(node, cluster_dir) as client:
         reply = _call(client.submit_spec, spec, task_id)
         tid = reply["ids"][0]
@@ -377,6 +392,70 @@ def submit(ctx, node, cluster_dir, priority, retries, timeout_s, cwd, task_id, k
         _print_result(result)
     if result is not None and result["state"] != "succeeded":
         sys.exit(1)  # the same with --json: a script reads the exit code
+
+
+def _lines(path: str) -> list[str]:
+    """The non-empty lines of a file (- for stdin), without their line ends."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read {path}: {exc}") from None
+    lines = [line.rstrip("\r\n") for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise UserError(f"{path} has no line to submit")
+    return lines
+
+
+def _submit_each(node, cluster_dir, specs: list, lines: list[str], wait: bool, as_json: bool) -> None:
+    """Submit one task per line in batches; with `wait`, follow them with a progress bar to a summary."""
+    import asyncio
+
+    from .client import AsyncClient, P2PQError, new_task_id
+
+    batch = 200
+    tasks = [(new_task_id(), spec) for spec in specs]  # chosen here: a retried batch is idempotent
+
+    async def run() -> dict[str, dict]:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        async with AsyncClient(node, cluster_dir=cluster_dir, timeout_s=30) as client:
+            for start in range(0, len(tasks), batch):
+                await client.submit_many(tasks[start:start + batch])
+            if not as_json and not wait:
+                for task_id, _ in tasks:
+                    click.echo(task_id)
+            if not wait:
+                return {}
+            done: dict[str, dict] = {}
+            limit = asyncio.Semaphore(256)  # waits in flight on the one connection
+            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+            with Progress(*columns, transient=True, disable=as_json) as progress:
+                bar = progress.add_task(f"{len(tasks)} tasks", total=len(tasks))
+
+                async def follow(task_id: str) -> None:
+                    async with limit:
+                        done[task_id] = await client.wait(task_id)
+                    progress.advance(bar)
+                await asyncio.gather(*(follow(task_id) for task_id, _ in tasks))
+            return done
+    try:
+        done = asyncio.run(run())
+    except P2PQError as exc:
+        raise UserError(str(exc)) from None
+    ids = [task_id for task_id, _ in tasks]
+    failed = [(task_id, line) for (task_id, line) in zip(ids, lines) if wait and done[task_id]["state"] != "succeeded"]
+    if as_json:
+        click.echo(_dumps({"ids": ids, **({"succeeded": len(ids) - len(failed),
+                                           "failed": [task_id for task_id, _ in failed]} if wait else {})}))
+    elif wait:
+        click.echo(f"{len(ids)} tasks: {len(ids) - len(failed)} succeeded, {len(failed)} failed")
+        for task_id, line in failed[:20]:
+            result = done[task_id].get("result") or {}
+            why = result.get("error") or f"{done[task_id]['state']}"
+            click.echo(f"  {task_id}  {why}  (line: {line[:60]})")
+        if len(failed) > 20:
+            click.echo(f"  ... and {len(failed) - 20} more: p2pq ls --state failed")
+    if failed:
+        sys.exit(1)
 
 
 def _json_arg(text: str):

@@ -345,6 +345,10 @@ class Client:
     def submit_spec(self, spec: TaskSpec, task_id: str | None = None) -> dict:
         return self._call(self._async.submit_spec(spec, task_id))
 
+    def submit_many(self, tasks: list[tuple[str, TaskSpec]]) -> dict:
+        """Submit several (task id, spec) in one request; the reply's `ids` once the cluster holds all."""
+        return self._call(self._async.submit_many(tasks))
+
     def status(self, task_id: str) -> dict:
         return self._call(self._async.status(task_id))
 

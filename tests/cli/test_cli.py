@@ -260,3 +260,19 @@ def test_a_client_whose_node_dies_goes_on_through_another_member(tmp_path):
         assert task["state"] == "succeeded" and "{}:{}".format(*client.address) != c.nodes[0].address
         out = p2pq("submit", "--node", f"{dead},{c.nodes[1].address}", "--wait", "noop", cluster_dir=c.cluster_dir)
         assert "succeeded" in out.stdout
+
+
+def test_each_line_of_a_file_is_a_task_and_a_failing_one_fails_the_command(cluster, tmp_path):
+    lines = tmp_path / "codes.txt"
+    lines.write_text("0\n0\n\n3\n0\n")
+    run = p2pq("submit", *node_args(cluster), "--each", str(lines), "--wait", "--", "sh", "-c", "exit {}",
+               cluster_dir=cluster.cluster_dir, check_exit=1)
+    assert "4 tasks: 3 succeeded, 1 failed" in run.stdout and "(line: 3)" in run.stdout
+    piped = subprocess.run([sys.executable, "-m", "p2pq", "submit", *node_args(cluster), "--each", "-", "--wait",
+                            "--json", "fibonacci"], input="10\n20\n", capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "P2PQ_CLUSTER_DIR": str(cluster.cluster_dir)})
+    doc = json.loads(piped.stdout)
+    assert piped.returncode == 0 and doc["succeeded"] == 2 and doc["failed"] == []
+    values = [json.loads(p2pq("status", *node_args(cluster), "--json", i, cluster_dir=cluster.cluster_dir).stdout)
+              ["result"]["value"] for i in doc["ids"]]
+    assert values == [55, 6765]  # the line is the last argument when ARGS have no {}
