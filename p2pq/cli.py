@@ -251,8 +251,11 @@ class _SubmitCommand(click.Command):
         return super().parse_args(ctx, marked + args[len(marked):])
 
 
+_LITERAL = "\x01"  # marks an argument --each made from a line: taken as it is (no @PATH, no -)
+
+
 def _unmark(text: str) -> str:
-    return text[len(_MINUS):] if text.startswith(_MINUS) else text
+    return text[1:] if text.startswith((_MINUS, _LITERAL)) else text
 
 
 _KEYWORD = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)", re.DOTALL)
@@ -260,6 +263,8 @@ _KEYWORD = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)", re.DOTALL)
 
 def _read_input(arg: str) -> str:
     """@PATH is the file's text and - the standard input's (a big argument), anything else itself."""
+    if arg.startswith(_LITERAL):
+        return arg[1:]
     if arg == "-":
         return sys.stdin.read()
     if arg.startswith("@") and len(arg) > 1:
@@ -276,10 +281,12 @@ def _task_arguments(args: tuple[str, ...], kwargs_json: str | None) -> tuple[lis
     positional, keywords = [], {}
     if kwargs_json is not None:
         kwargs_json = _read_input(kwargs_json)
-    for arg in map(_unmark, args):
-        match = _KEYWORD.fullmatch(arg)
+    for arg in args:
+        arg = arg[1:] if arg.startswith(_MINUS) else arg
+        literal = arg.startswith(_LITERAL)
+        match = _KEYWORD.fullmatch(arg[1:] if literal else arg)
         if match:
-            keywords[match[1]] = _json_arg(_read_input(match[2]))
+            keywords[match[1]] = _json_arg(match[2] if literal else _read_input(match[2]))
         elif keywords:
             raise UserError(f"positional argument {arg!r} after keyword arguments")
         else:
@@ -373,8 +380,8 @@ def submit(ctx, node, cluster_dir, priority, retries, timeout_s, cwd, task_id, k
         if task_id is not None:
             raise UserError("--id names one task; --each submits one per line (their ids are chosen for them)")
         lines = _lines(each)
-        specs = [spec_of([a.replace("{}", line) for a in args] if any("{}" in a for a in args) else
-                         [*args, line]) for line in lines]
+        specs = [spec_of([_LITERAL + a.replace("{}", line) if "{}" in a else a for a in args]
+                         if any("{}" in a for a in args) else [*args, _LITERAL + line]) for line in lines]
         _submit_each(node, cluster_dir, specs, lines, wait, as_json)
         return
     spec = spec_of(args)

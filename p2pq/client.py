@@ -144,6 +144,8 @@ class AsyncClient:
             else:
                 self.address = (host, port)
                 if self.failover:
+                    if self._learning is not None:
+                        self._learning.cancel()  # it asked a node we left
                     self._learning = asyncio.get_running_loop().create_task(self._learn(self._channel))
                 return
         first = failures[0]
