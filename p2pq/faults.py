@@ -90,8 +90,8 @@ def _leader_lost_majority(target: FaultTarget) -> None:
     _leader_loses(target, cut_off)
 
 
-def _noop() -> None:
-    pass
+def nothing() -> None:
+    """The undo of a fault that found nothing to strike."""
 
 
 # -- processes ------------------------------------------------------------------------
@@ -103,7 +103,7 @@ def crash(pick: Pick, keep_disk: bool = True, power_off: bool = False) -> Fault:
     def apply(target: FaultTarget) -> Undo:
         node = pick(target)
         if node is None or not target.is_up(node):
-            return _noop
+            return nothing
         _leader_loses(target, lambda leader: leader == node)
         close = target.opened("power_off" if power_off else "crash", node)
         target.crash(node, power_off=power_off)
@@ -124,7 +124,7 @@ def pause(pick: Pick, deposes: bool = True) -> Fault:
     def apply(target: FaultTarget) -> Undo:
         node = pick(target)
         if node is None:
-            return _noop
+            return nothing
         if deposes:
             _leader_loses(target, lambda leader: leader == node)
         close = target.opened("pause", node)
@@ -154,7 +154,7 @@ def isolate(pick: Pick) -> Fault:
     def apply(target: FaultTarget) -> Undo:
         node = pick(target)
         if node is None:
-            return _noop
+            return nothing
         rest = [n for n in target.ids if n != node]
         return _partitioned(target, "isolate", node, lambda: target.partition([node], rest))
     return apply
@@ -204,7 +204,7 @@ def one_way(pick: Pick, direction: str | None = None) -> Fault:
     def apply(target: FaultTarget) -> Undo:
         node = pick(target)
         if node is None:
-            return _noop
+            return nothing
         way = direction or target.rng.choice(["deaf", "mute"])
         others = [n for n in target.ids if n != node]
 

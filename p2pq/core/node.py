@@ -132,12 +132,13 @@ ON_MESSAGE: dict[Role, dict[type, Handler]] = {
 }
 # What each role does when a timer fires. `tick` (every heartbeat) is armed
 # again first, in every role; `serve` only wakes the leader's end of step.
+_EVERY_ROLE_TIMER: dict[str, Timer] = {"retry": scheduler.on_retry_timer}
 ON_TIMER: dict[Role, dict[str, Timer]] = {
-    Role.LEADER: {"tick": _lead_tick, "retry": scheduler.on_retry_timer},
-    Role.GATHERING: {"tick": _gather_tick, "gather": election.on_gather_timer, "retry": scheduler.on_retry_timer},
-    Role.ELECTING: {"election": election.on_no_answer, "retry": scheduler.on_retry_timer},     # steps 3, 4
-    Role.WAITING: {"election": election.on_no_coordinator, "retry": scheduler.on_retry_timer},  # step 3
-    Role.MEMBER: {"tick": _member_tick, "retry": scheduler.on_retry_timer},
+    Role.LEADER: {**_EVERY_ROLE_TIMER, "tick": _lead_tick},
+    Role.GATHERING: {**_EVERY_ROLE_TIMER, "tick": _gather_tick, "gather": election.on_gather_timer},  # step 4
+    Role.ELECTING: {**_EVERY_ROLE_TIMER, "election": election.on_no_answer},        # steps 3, 4
+    Role.WAITING: {**_EVERY_ROLE_TIMER, "election": election.on_no_coordinator},    # step 3
+    Role.MEMBER: {**_EVERY_ROLE_TIMER, "tick": _member_tick},                       # step 1
 }
 
 

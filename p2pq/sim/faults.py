@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Callable
 
 from p2pq.faults import (any_node, bridge, crash, follower_of, halves, highest, isolate, leader_of, majorities_ring,
-                         one_way, pause)
+                         nothing, one_way, pause)
 
 from .links import LinkModel
 from .world import World
@@ -25,10 +25,6 @@ from .world import World
 Undo = Callable[[], None]
 Fault = Callable[[World], Undo]
 Pick = Callable[[World], "str | None"]
-
-
-def _noop() -> None:
-    pass
 
 
 # -- clocks ------------------------------------------------------------------------------
@@ -42,7 +38,7 @@ def clock_skew(pick: Pick, rates: tuple[float, ...] = (0.8, 1.25), step_s: float
     def apply(world: World) -> Undo:
         node = pick(world)
         if node is None:
-            return _noop
+            return nothing
         rate = world.rng.choice(rates)
         close = world.opened("clock", f"{node} x{rate:g}")
         world.step_wall_clock(node, world.rng.choice((-step_s, step_s)))

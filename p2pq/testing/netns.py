@@ -311,11 +311,6 @@ class NetnsCluster(LocalCluster):
     def isolate(self, i: int) -> None:
         self.set_cuts((i, j) for j in range(self.size) if j != i)
 
-    def bridge(self, middle: int, left: Iterable[int], right: Iterable[int]) -> None:
-        """`middle` talks to both sides, the sides not to each other (a non-transitive net)."""
-        self.set_cuts((a, b) for a in left for b in right)
-        del middle  # named for the reader: it is simply not cut
-
     def heal(self) -> None:
         self.set_cuts(())
 

@@ -18,17 +18,13 @@ from typing import Callable
 
 import networkx as nx
 
-from p2pq.faults import CATALOGUE, Shape, crash, isolate, leader_of
+from p2pq.faults import CATALOGUE, Shape, crash, isolate, leader_of, nothing
 
 from ..cluster import wait_for
 from .run import Run
 
 
 SIZES = range(3, 21)  # the namespace clusters the chaos command builds
-
-
-def _nothing() -> None:
-    pass
 
 
 class NetnsTarget:
@@ -74,7 +70,7 @@ class NetnsTarget:
     def opened(self, kind: str, detail: str) -> Callable[[], None]:
         crashed = kind == "crash"
         self.run.note_fault("kill-9" if crashed else self.shape, detail, node=detail if crashed else None)
-        return _nothing  # the recorder notes the heal (Run.heal_all) when the shape ends
+        return nothing  # the recorder notes the heal (Run.heal_all) when the shape ends
 
     def lost_leader(self, leader: str) -> None:
         self.run.deposed(self.shape, leader, self._leader[1])
@@ -161,7 +157,7 @@ def chaos(run: Run, seconds: float, rng: random.Random, names: list[str]) -> Non
     while time.monotonic() < deadline:
         name = rng.choice(names)
         shape = NEMESIS[name]
-        undo = _nothing
+        undo = nothing
         try:
             target.begin(name)
             undo = shape.fault(target)
