@@ -16,10 +16,10 @@ from typing import Any
 
 from . import scheduler
 from .errors import ErrorCode, error, submit_ack
-from .events import Reply
-from .messages import Cancel, Forward, ForwardReply, Query, Submit, Wait
+from .events import Push, Reply
+from .messages import Cancel, Forward, ForwardPush, ForwardReply, Query, Submit, Wait, Watch
 from .state import NodeState
-from .tasks import TaskRecord, TaskSpec, describe
+from .tasks import TaskRecord, TaskSpec, TaskState, describe, describe_end
 from .types import NodeId, Role
 
 
@@ -38,6 +38,15 @@ def _answer(core: NodeState, request_id: int, body: dict) -> None:
         core.reply(origin, body)
     else:
         core.out.append(Reply(request_id, body))
+
+
+def _pass_on(core: NodeState, request_id: int, body: dict) -> None:
+    """A part of the answer to a request we forwarded (a watch's results): on, and it stays open."""
+    origin = core.relays.get(request_id)
+    if origin is not None:
+        core.push(origin, body)
+    else:
+        core.out.append(Push(request_id, body))
 
 
 def _hand_on(core: NodeState, to: NodeId, target: tuple[NodeId, int], request: Any) -> None:
@@ -79,10 +88,12 @@ def _serve(core: NodeState, target: tuple[NodeId, int], request: Any) -> None:
     match request:
         case Submit(tasks):
             _submit(core, target, tasks)
-        case Cancel(task_id):
-            _cancel(core, target, task_id)
+        case Cancel(task_id, queued_only):
+            _cancel(core, target, task_id, queued_only)
         case Wait(task_id):
             _wait(core, target, task_id)
+        case Watch(ids):
+            _watch(core, target, ids)
         case Query(what, params):
             core.reply(target, _query(core, what, params))
         case _:
@@ -125,10 +136,13 @@ def _submit(core: NodeState, target: tuple[NodeId, int], tasks: tuple) -> None:
     core.lead.await_commit("reply", target, submit_ack(ids, bool(core.lead.followers), core.id, str(core.term)))
 
 
-def _cancel(core: NodeState, target: tuple[NodeId, int], task_id: str) -> None:
+def _cancel(core: NodeState, target: tuple[NodeId, int], task_id: str, queued_only: bool = False) -> None:
     record = core.table.get(task_id)
     if record is None:
         core.reply(target, _unknown(core, task_id))
+        return
+    if queued_only and record.state is not TaskState.QUEUED:
+        core.reply(target, {"ok": True, "id": task_id, "state": record.state.value})  # it runs on
         return
     if not record.state.terminal:
         record = core.merge(replace(record, cancelled=True)) or record
@@ -144,6 +158,44 @@ def _wait(core: NodeState, target: tuple[NodeId, int], task_id: str) -> None:
         core.reply(target, {"ok": True, "task": describe(record)})
     else:
         core.lead.waiters.setdefault(task_id, []).append(target)
+
+
+WATCH_PUSH_BYTES = 256 * 1024  # the finished tasks' views in one push, about (a frame holds 16 MiB)
+
+
+def _watch(core: NodeState, target: tuple[NodeId, int], ids: tuple[str, ...]) -> None:
+    """Push the views of the tasks already finished (in parts of about WATCH_PUSH_BYTES), then each
+    of the others as it ends; the reply that carries the last one ends the watch."""
+    lead, table = core.lead, core.table
+    if target in lead.watches:  # the same request id twice: a confused client, told so
+        core.reply(target, error(ErrorCode.INVALID, "this request id already watches tasks"))
+        return
+    unknown = [task_id for task_id in ids if task_id not in table]
+    pending = {task_id for task_id in ids if task_id in table and not table.get(task_id).state.terminal}
+    parts: list[list[dict]] = [[]]
+    size = 0
+    for task_id in dict.fromkeys(ids):
+        record = table.get(task_id)
+        if record is None or not record.state.terminal:
+            continue
+        if size > WATCH_PUSH_BYTES:
+            parts.append([])
+            size = 0
+        parts[-1].append(describe_end(record))
+        size += record.approx_bytes
+    for part in parts[:-1]:
+        core.push(target, {"ok": True, "tasks": part})
+    last = {"ok": True, "tasks": parts[-1]}
+    if unknown:
+        last["unknown"] = unknown
+    if not pending:
+        core.reply(target, last)
+        return
+    if last["tasks"] or unknown:
+        core.push(target, last)
+    lead.watches[target] = pending
+    for task_id in pending:
+        lead.waiters.setdefault(task_id, []).append(target)
 
 
 def _query(core: NodeState, what: str, params: dict) -> dict:
@@ -183,3 +235,9 @@ def on_forward_reply(core: NodeState, sender: NodeId, msg: ForwardReply) -> None
     """The answer to a request we handed on: to its client, or on back towards it."""
     if core.forwarded.pop(msg.request_id, None) is not None:
         _answer(core, msg.request_id, msg.body)
+
+
+def on_forward_push(core: NodeState, sender: NodeId, msg: ForwardPush) -> None:
+    """A part of the answer to a request we handed on; the request stays forwarded."""
+    if msg.request_id in core.forwarded:
+        _pass_on(core, msg.request_id, msg.body)

@@ -129,9 +129,9 @@ def step_down(core: NodeState, reason: str) -> None:
         if item.kind == "reply":
             core.reply(item.target, error(ErrorCode.LEADER_CHANGED, "leadership changed before the "
                                           "request was replicated; retry (it is idempotent)"))
-    for task_id, targets in lead.waiters.items():
-        for target in targets:
-            core.reply(target, error(ErrorCode.LEADER_CHANGED, "leadership changed; wait again"))
+    waiting = dict.fromkeys(target for targets in lead.waiters.values() for target in targets)
+    for target in waiting:  # a watch waits on many tasks: it is told once
+        core.reply(target, error(ErrorCode.LEADER_CHANGED, "leadership changed; wait again"))
     core.drop_bulk("snapshot")
     core.out.append(Note("stepped_down", {"node": core.id, "term": str(core.term), "reason": reason}))
 

@@ -100,6 +100,14 @@ class Reply:
 
 
 @dataclass(frozen=True, slots=True)
+class Push:
+    """A part of the answer to request `request_id`, which stays open for more (a watch)."""
+
+    request_id: int
+    body: dict
+
+
+@dataclass(frozen=True, slots=True)
 class RunTask:
     task_id: str
     attempt_id: str
@@ -151,10 +159,10 @@ class Note:
 
 
 Durable = Union[PersistTerm, PersistRecords, ForgetRecords]
-Action = Union[Send, SetTimer, Reply, RunTask, StopTask, ForgetPeer, Note]
+Action = Union[Send, SetTimer, Reply, Push, RunTask, StopTask, ForgetPeer, Note]
 Command = Union[Durable, Action]
 DURABLE: tuple[type, ...] = (PersistTerm, PersistRecords, ForgetRecords)
-ACTIONS: tuple[type, ...] = (Send, SetTimer, Reply, RunTask, StopTask, ForgetPeer, Note)
+ACTIONS: tuple[type, ...] = (Send, SetTimer, Reply, Push, RunTask, StopTask, ForgetPeer, Note)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +193,7 @@ class Step:
 COMMANDS: dict[type, str] = {
     PersistTerm: "_do_persist_term", PersistRecords: "_do_persist_records",
     ForgetRecords: "_do_forget_records", Send: "_do_send", SetTimer: "_do_set_timer",
-    Reply: "_do_reply", RunTask: "_do_run_task", StopTask: "_do_stop_task",
+    Reply: "_do_reply", Push: "_do_push", RunTask: "_do_run_task", StopTask: "_do_stop_task",
     ForgetPeer: "_do_forget_peer", Note: "_do_note",
 }
 Handlers = Mapping[type, Callable[..., None]]
@@ -222,7 +230,7 @@ def carry_out(commands: Iterable[Command], handlers: Handlers, *context: Any,
 
 __all__ = [
     "Started", "PeerDiscovered", "PeerRefused", "MessageReceived", "TimerFired", "ClientRequested",
-    "TaskCompleted", "ShutdownRequested", "Event", "Send", "SetTimer", "Reply", "RunTask",
+    "TaskCompleted", "ShutdownRequested", "Event", "Send", "SetTimer", "Reply", "Push", "RunTask",
     "StopTask", "PersistTerm", "PersistRecords", "ForgetRecords", "ForgetPeer", "Note", "Command", "Attempt",
     "Durable", "Action", "Step", "COMMANDS", "DURABLE", "ACTIONS", "bind_commands", "carry_out",
 ]

@@ -67,6 +67,7 @@ class Leadership:
     followers: dict[NodeId, FollowerProgress] = field(default_factory=dict)
     pending: list[PendingAck] = field(default_factory=list)     # acks waiting on the commit index
     waiters: dict[str, list[tuple[NodeId, int]]] = field(default_factory=dict)  # clients waiting on tasks
+    watches: dict[tuple[NodeId, int], set[str]] = field(default_factory=dict)  # a watch: the tasks it awaits
     serve_from: float = float("-inf")  # quorum mode: an older leader's lease may last until then
     # the others' state (election.py): who offered theirs, offers still coming in parts,
     # and each node's last offer (its id and table digests), which its snapshot may trust

@@ -193,6 +193,15 @@ class ForwardReply:
     body: dict
 
 
+@dataclass(frozen=True, slots=True)
+class ForwardPush:
+    """A part of the answer to a forwarded request that has more to come (a watch's results)."""
+
+    TYPE: ClassVar[str] = "forward_push"
+    request_id: int
+    body: dict
+
+
 # -- client requests --------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
@@ -205,8 +214,11 @@ class Submit:
 
 @dataclass(frozen=True, slots=True)
 class Cancel:
+    """Cancel a task; a running one is stopped too, unless `queued_only` (then it runs on)."""
+
     TYPE: ClassVar[str] = "cancel"
     task_id: str
+    queued_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,7 +238,21 @@ class Wait:
     task_id: str
 
 
-CLIENT_REQUESTS = (Submit, Cancel, Query, Wait)
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """Push each task's view as it reaches a terminal state; the last one ends the request.
+
+    The answer is pushed in parts (those already finished at once, the
+    others as they end) and the final reply comes with the last of them.
+    A leader that steps down ends the watch with an error: the client
+    watches what is left again, through the next leader.
+    """
+
+    TYPE: ClassVar[str] = "watch"
+    ids: tuple[str, ...]
+
+
+CLIENT_REQUESTS = (Submit, Cancel, Query, Wait, Watch)
 
 # -- wire codec -------------------------------------------------------------------
 #
@@ -454,6 +480,7 @@ _FIELD_CODECS: dict[tuple[str, str], _Codec] = {
     ("state_offer", "offer_id"): (_same, _int_field("offer_id", 0)),
     ("append", "based_on"): (_same, _int_field("based_on", 0)),
     ("query", "what"): (_same, lambda v: _what(v)),
+    ("watch", "ids"): (list, lambda v: _watched(v)),
     ("query", "params"): (_same, _query_params),
 }
 
@@ -462,6 +489,12 @@ def _digests(v: Any) -> bytes:
     if type(v) is not bytes or len(v) not in (0, DIGEST_BYTES):
         raise DecodeError(f"digests must be empty or {DIGEST_BYTES} bytes, got {schema._show(v)}")
     return v
+
+
+def _watched(v: Any) -> tuple[str, ...]:
+    if (type(v) is list or type(v) is tuple) and len(v) > schema.MAX_SUBMIT_TASKS:
+        raise DecodeError(f"ids: at most {schema.MAX_SUBMIT_TASKS:,} tasks in one watch, got {len(v):,}")
+    return schema.id_list(v, "ids")
 
 
 def _what(v: Any) -> str:
@@ -474,7 +507,7 @@ MESSAGE_TYPES: dict[str, type] = {
     cls.TYPE: cls
     for cls in (Join, Gossip, Leave, Heartbeat, HeartbeatAck, Election, Answer, Coordinator, StateOffer,
                 Reject, Append, AppendAck, Dispatch, Finished, FinishedAck, CancelRun, Forward,
-                ForwardReply, Submit, Cancel, Query, Wait)
+                ForwardReply, ForwardPush, Submit, Cancel, Query, Wait, Watch)
 }
 _CLIENT_TYPES = frozenset(cls.TYPE for cls in CLIENT_REQUESTS)
 
@@ -534,7 +567,7 @@ def from_wire(data: Any) -> Any:
 
 
 def decode_client_request(data: Any) -> Any:
-    """A client request (submit, cancel, query, wait) from the wire; DecodeError for anything else."""
+    """A client request (submit, cancel, query, wait, watch) from the wire; DecodeError for anything else."""
     if type(data) is dict and data.get("type") not in _CLIENT_TYPES:
         raise DecodeError(f"{schema._show(data.get('type'))} is not a client request "
                           f"(expected one of {', '.join(sorted(_CLIENT_TYPES))})")

@@ -31,7 +31,7 @@ from .errors import ErrorCode, error
 from .events import (ClientRequested, Event, MessageReceived, Note, PeerDiscovered, PeerRefused, PersistRecords,
                      Reply, SetTimer, ShutdownRequested, Started, Step, TaskCompleted, TimerFired)
 from .messages import (Answer, Append, AppendAck, CancelRun, Coordinator, Dispatch, Election, Finished,
-                       FinishedAck, Forward, ForwardReply, Gossip, Heartbeat, HeartbeatAck, Join, Leave,
+                       FinishedAck, Forward, ForwardPush, ForwardReply, Gossip, Heartbeat, HeartbeatAck, Join, Leave,
                        Reject, StateOffer)
 from .state import NodeState
 from .types import InvariantViolation, NodeId, Role, Term, Trigger
@@ -47,7 +47,7 @@ TERM_POLICY: dict[type, str] = {
     Heartbeat: OBEYED, Append: OBEYED, Dispatch: OBEYED, CancelRun: OBEYED, FinishedAck: OBEYED,
     Election: RAISES, Answer: RAISES, Coordinator: RAISES, Reject: RAISES,
     HeartbeatAck: ANY, AppendAck: ANY, StateOffer: ANY, Finished: ANY, Join: ANY, Gossip: ANY,
-    Leave: ANY, Forward: ANY, ForwardReply: ANY,
+    Leave: ANY, Forward: ANY, ForwardReply: ANY, ForwardPush: ANY,
 }
 
 Handler = Callable[[NodeState, NodeId, Any], None]
@@ -93,6 +93,7 @@ _EVERY_ROLE: dict[type, Handler] = {
     Gossip: membership.on_gossip,
     Forward: clients.on_forward,
     ForwardReply: clients.on_forward_reply,
+    ForwardPush: clients.on_forward_push,
 }
 ON_MESSAGE: dict[Role, dict[type, Handler]] = {
     Role.LEADER: {

@@ -14,10 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
-from .events import Command, PersistTerm, Reply, Send
+from .events import Command, PersistTerm, Push, Reply, Send
 from .leader import FollowerProgress, Leadership
-from .messages import ForwardReply
-from .tasks import Attempt, TaskRecord, TaskTable, describe
+from .messages import ForwardPush, ForwardReply
+from .tasks import Attempt, TaskRecord, TaskTable, describe, describe_end
 from .types import TRANSITIONS, ZERO_TERM, Config, IllegalTransition, NodeId, Rank, Role, Term, Trigger
 
 if TYPE_CHECKING:
@@ -140,7 +140,17 @@ class NodeState:
             self.note_running(new.task_id, attempt)
         if new.task_id in lead.waiters and new.state.terminal:
             for target in lead.waiters.pop(new.task_id):
-                self.reply(target, {"ok": True, "task": describe(new)})
+                watched = lead.watches.get(target)
+                if watched is None:  # a Wait
+                    self.reply(target, {"ok": True, "task": describe(new)})
+                    continue
+                view = describe_end(new)
+                watched.discard(new.task_id)
+                if watched:
+                    self.push(target, {"ok": True, "tasks": [view]})
+                else:  # the last task the watch waited for
+                    del lead.watches[target]
+                    self.reply(target, {"ok": True, "tasks": [view]})
         return new
 
     def note_running(self, task_id: str, attempt: Attempt) -> None:
@@ -163,6 +173,14 @@ class NodeState:
             self.out.append(Reply(request_id, body))
         else:
             self.send(origin, ForwardReply(request_id, body))
+
+    def push(self, target: tuple[NodeId, int], body: dict) -> None:
+        """Tell a client part of an answer that has more to come (a watch), the way reply() does."""
+        origin, request_id = target
+        if origin == self.id:
+            self.out.append(Push(request_id, body))
+        else:
+            self.send(origin, ForwardPush(request_id, body))
 
     def send_parts(self, to: NodeId, kind: str, parts: Iterator) -> None:
         """Send the parts of a snapshot or an offer: the first now, the rest at the next ticks.

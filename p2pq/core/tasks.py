@@ -158,6 +158,10 @@ def _check_options(options: Any) -> None:
     for key, value in options.items():
         if key == "cwd":
             schema.text(value, "cwd")
+        elif key == "path":
+            schema.text(value, "path")
+            if not value.startswith("/"):
+                raise DecodeError(f"path must be an absolute directory, got {schema._show(value)}")
         elif key == "env":
             schema.mapping(value, "env", 1024)
             for v in value.values():
@@ -599,5 +603,17 @@ def describe(record: TaskRecord) -> dict[str, Any]:
             }
             for a in record.attempts
         ],
+        "result": final.result if final is not None else None,
+    }
+
+
+def describe_end(record: TaskRecord) -> dict[str, Any]:
+    """The short view a watch pushes of a finished task: how it ended, not what it was asked."""
+    final = record.final_attempt()
+    return {
+        "id": record.task_id,
+        "state": record.state.value,
+        "attempts": len(record.attempts),
+        "node": final.node if final is not None else None,
         "result": final.result if final is not None else None,
     }

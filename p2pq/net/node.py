@@ -33,7 +33,7 @@ from typing import Any
 from p2pq import PROTOCOL_VERSION
 from p2pq.core.errors import ErrorCode, error
 from p2pq.core.events import (ACTIONS, ClientRequested, ForgetPeer, MessageReceived, Note, PeerDiscovered,
-                              PeerRefused, Reply, RunTask, Send, SetTimer, ShutdownRequested, Started, StopTask,
+                              PeerRefused, Push, Reply, RunTask, Send, SetTimer, ShutdownRequested, Started, StopTask,
                               TaskCompleted, TimerFired, bind_commands, carry_out)
 from p2pq.core.messages import DecodeError, Submit, decode_client_request, from_wire, to_wire
 from p2pq.core.node import NodeCore
@@ -526,6 +526,15 @@ class NodeRuntime:
 
     def _do_reply(self, command: Reply) -> None:
         self._answer(command.request_id, command.body)
+
+    def _do_push(self, command: Push) -> None:
+        """A part of an answer with more to come: sent, and the request stays open."""
+        conn, req = self._clients.get(command.request_id, (None, None))
+        if conn is not None and not isinstance(conn, asyncio.Future):
+            try:
+                conn.send({"type": "push", "req": req, **command.body})
+            except FrameError as exc:
+                log.error("a push to %s was too large to send: %s", conn, exc)
 
     def _do_run_task(self, command: RunTask) -> None:
         task_id, attempt_id, spec = command.task_id, command.attempt_id, command.spec

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import random
 import secrets
 import socket
@@ -924,13 +925,20 @@ class ClientChannel:
         self._max_frame_bytes = max_frame_bytes
         self._timeout_s = timeout_s
         self._pending: dict[Any, asyncio.Future[Message]] = {}
+        self._on_push: dict[Any, Callable[[Message], None]] = {}
         self._next_req = 0
         self._lost: str | None = None
         self._read_task = asyncio.get_running_loop().create_task(self._read_loop())
         self._keepalive_task = asyncio.get_running_loop().create_task(self._keepalive())
 
-    async def request(self, message: Message, *, timeout_s: float | None = None) -> Message:
-        """Send message and return the reply carrying the same "req" (set one if absent)."""
+    async def request(self, message: Message, *, timeout_s: float | None = None,
+                      on_push: Callable[[Message], None] | None = None) -> Message:
+        """Send message and return the reply carrying the same "req" (set one if absent).
+
+        A request the node answers in parts (a watch) gets each "push" frame
+        before the final reply, passed to `on_push`; timeout_s=math.inf waits
+        for as long as the connection lives.
+        """
         if "req" not in message:
             self._next_req += 1
             message = {**message, "req": f"r{self._next_req}"}
@@ -943,10 +951,12 @@ class ClientChannel:
             raise TransportError(f"request not sent: {exc}") from None
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._pending[req] = future
+        if on_push is not None:
+            self._on_push[req] = on_push
         timeout_s = self._timeout_s if timeout_s is None else timeout_s
         try:
             self._writer.write(frame)
-            async with asyncio.timeout(timeout_s):
+            async with asyncio.timeout(None if timeout_s == math.inf else timeout_s):
                 await self._writer.drain()
                 return await future
         except TimeoutError:
@@ -955,6 +965,7 @@ class ClientChannel:
             raise ChannelClosed(f"connection to {self._where} lost: {_describe(exc)}") from None
         finally:
             self._pending.pop(req, None)
+            self._on_push.pop(req, None)
 
     async def close(self) -> None:
         """Close the connection and stop the reader task; pending requests fail."""
@@ -984,7 +995,16 @@ class ClientChannel:
         try:
             while True:
                 reply = await read_frame(self._reader, self._max_frame_bytes)
-                future = self._pending.get(reply.get("req"))
+                req = reply.get("req")
+                if reply["type"] == "push":
+                    on_push = self._on_push.get(req)
+                    if on_push is not None:
+                        try:
+                            on_push(reply)
+                        except Exception:  # the request's own code: it must not end the connection
+                            log.exception("a push handler failed")
+                    continue
+                future = self._pending.get(req)
                 if future is not None and not future.done():
                     future.set_result(reply)
                 else:

@@ -38,7 +38,7 @@ import networkx as nx
 
 from p2pq.core.errors import ErrorCode, acknowledged_ids, error
 from p2pq.core.events import (ClientRequested, ForgetPeer, ForgetRecords, MessageReceived, Note, PeerDiscovered,
-                              PeerRefused, PersistRecords, PersistTerm, Reply, RunTask, Send, SetTimer, Started, StopTask,
+                              PeerRefused, PersistRecords, PersistTerm, Push, Reply, RunTask, Send, SetTimer, Started, StopTask,
                               TaskCompleted, TimerFired, bind_commands, carry_out)
 from p2pq.core.messages import DecodeError, Dispatch, ForwardReply, decode_client_request, from_wire, to_wire
 from p2pq.net.framing import FrameError, decode_body, encode_frame
@@ -496,6 +496,11 @@ class World:
     def _do_reply(self, node: SimNode, command: Reply) -> None:
         self._observe_ack(node, command.body)
         callback = self.client_waiting.pop((node.id, command.request_id), None)
+        if callback is not None:
+            callback(command.body)
+
+    def _do_push(self, node: SimNode, command: Push) -> None:
+        callback = self.client_waiting.get((node.id, command.request_id))
         if callback is not None:
             callback(command.body)
 
