@@ -13,20 +13,25 @@ retries with the same id and the task exists once (G1 without duplicates).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import getpass
+import math
 import os
 import socket
 import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from p2pq.core import schema
 from p2pq.core.errors import RETRYABLE, ErrorCode
-from p2pq.core.messages import Cancel, Query, Submit, Wait, decode_client_request, spec_to_wire, to_wire
+from p2pq.core.messages import Cancel, Query, Submit, Wait, Watch, decode_client_request, spec_to_wire, to_wire
 from p2pq.core.tasks import TaskSpec
+
+if TYPE_CHECKING:
+    from p2pq.futures import TaskFuture
 
 DEFAULT_PORT = 7470
 
@@ -64,8 +69,12 @@ def parse_address(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int
 
 def make_spec(target: str, args: Iterable[Any] = (), *, kind: str | None = None, priority: int = 5,
               retries: int = 0, timeout_s: float | None = None, cwd: str | None = None,
-              env: dict | None = None, kwargs: dict | None = None) -> TaskSpec:
-    """A task spec; the kind is guessed: 'pkg.mod:fn' is python, else built-in."""
+              env: dict | None = None, kwargs: dict | None = None, path: str | None = None) -> TaskSpec:
+    """A task spec; the kind is guessed: 'pkg.mod:fn' is python, else built-in.
+
+    `path`: for a python task, an absolute directory the node imports its module from
+    (first on its sys.path), such as a script's own directory on a shared file system.
+    """
     if not isinstance(target, str):
         raise InvalidRequest(f"a task's target must be a string (a built-in name, pkg.mod:fn or a "
                              f"command), got {type(target).__name__}")
@@ -77,6 +86,8 @@ def make_spec(target: str, args: Iterable[Any] = (), *, kind: str | None = None,
         options["cwd"] = cwd
     if env:
         options["env"] = env
+    if path:
+        options["path"] = path
     try:
         spec = TaskSpec(kind, target, tuple(args), priority, retries, timeout_s, options)
         spec.validate()
@@ -115,6 +126,13 @@ class AsyncClient:
         self._connecting = asyncio.Lock()  # one connection, however many requests ask for it at once
         self._members: list[tuple[str, int]] = []  # the live members' addresses, as the last node said
         self._learning: asyncio.Task | None = None
+        # the pipeline: submits and watches asked for within LINGER_S go out as one request each
+        self._submits: list[tuple[str, TaskSpec, asyncio.Future]] = []
+        self._submit_bytes = 0
+        self._to_watch: list[str] = []
+        self._watching: dict[str, asyncio.Future] = {}  # task id -> its final view, once pushed
+        self._flush_at: asyncio.TimerHandle | None = None
+        self._background: set[asyncio.Task] = set()
 
     async def __aenter__(self) -> AsyncClient:
         await self.connect()
@@ -168,6 +186,19 @@ class AsyncClient:
                              if m.get("alive") and m.get("address")]
 
     async def close(self) -> None:
+        """End the pipeline's requests (their futures are cancelled) and the connection."""
+        if self._flush_at is not None:
+            self._flush_at.cancel()
+            self._flush_at = None
+        background, self._background = self._background, set()
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        for *_, future in self._submits:
+            future.cancel()
+        for future in self._watching.values():
+            future.cancel()
+        self._submits, self._to_watch, self._watching = [], [], {}
         learning, self._learning = self._learning, None
         if learning is not None and not learning.done():
             learning.cancel()
@@ -191,14 +222,15 @@ class AsyncClient:
         await channel.close()
 
     async def request(self, message: Any, *, deadline_s: float | None = None,
-                      retry: Iterable[str] = RETRYABLE) -> dict:
+                      retry: Iterable[str] = RETRYABLE, checked: bool = False) -> dict:
         """Send a request, retrying what the cluster calls transient until the deadline.
 
         The request is checked first exactly as the node will check it
-        (InvalidRequest); every failure is a P2PQError with one clear line.
+        (InvalidRequest), unless the caller built it from checked parts
+        (`checked`); every failure is a P2PQError with one clear line.
         """
         from p2pq.net.transport import ChannelClosed, RequestTimeout, TransportError
-        wire = _checked_wire(message)
+        wire = to_wire(message) if checked else _checked_wire(message)
         deadline = time.monotonic() + (self.timeout_s if deadline_s is None else deadline_s)
         delay, last = 0.02, "no answer"
         while True:
@@ -228,6 +260,133 @@ class AsyncClient:
                     raise P2PQError(code, last)
             await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, 0.5)
+
+    # -- the pipeline -------------------------------------------------------------------
+    #
+    # Many requests in flight on one connection: a submit asked for now waits
+    # about LINGER_S for others to go with it (at most MAX_BATCH tasks or
+    # MAX_BATCH_BYTES in one Submit), and results come back by subscription:
+    # one Watch for all the tasks asked for within LINGER_S, whose results
+    # the node pushes as the tasks end. A watch that a failover cuts short
+    # is made again, through the next leader, for the tasks still unfinished.
+
+    LINGER_S = 0.001
+    MAX_BATCH = 1000
+    MAX_BATCH_BYTES = 4 * 1024 * 1024
+
+    def enqueue(self, spec: TaskSpec, task_id: str | None = None) -> asyncio.Future[str]:
+        """Submit `spec` with the next batch; the future gives its id once the cluster holds it.
+
+        The spec must come from make_spec (checked); a refusal (P2PQError)
+        is the future's exception. Call from the client's event loop.
+        """
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._submits.append((task_id or new_task_id(), spec, future))
+        self._submit_bytes += spec.approx_bytes
+        if len(self._submits) >= self.MAX_BATCH or self._submit_bytes >= self.MAX_BATCH_BYTES:
+            self._flush_submits()
+        else:
+            self._flush_soon()
+        return future
+
+    def watch(self, task_id: str) -> asyncio.Future[dict]:
+        """The task's final view (see describe_end in core/tasks.py), pushed by the node when it ends.
+
+        One watch per task id: asking again gives the same future. Call from
+        the client's event loop, after the task's submit was acknowledged.
+        """
+        future = self._watching.get(task_id)
+        if future is None:
+            future = self._watching[task_id] = asyncio.get_running_loop().create_future()
+            self._to_watch.append(task_id)
+            self._flush_soon()
+        return future
+
+    def _flush_soon(self) -> None:
+        if self._flush_at is None:
+            self._flush_at = asyncio.get_running_loop().call_later(self.LINGER_S, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_at = None
+        self._flush_submits()
+        ids, self._to_watch = self._to_watch, []
+        for start in range(0, len(ids), schema.MAX_SUBMIT_TASKS):
+            self._spawn(self._watch_until_done(ids[start:start + schema.MAX_SUBMIT_TASKS]))
+
+    def _flush_submits(self) -> None:
+        batch, self._submits, self._submit_bytes = self._submits, [], 0
+        if batch:
+            self._spawn(self._send_submits(batch))
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _send_submits(self, batch: list[tuple[str, TaskSpec, asyncio.Future]]) -> None:
+        """One Submit for the batch. A batch refused for one of its tasks (a conflicting id, too
+        large) is split in halves and sent again, so each future gets its own answer."""
+        try:
+            await self.request(Submit(tuple((task_id, spec) for task_id, spec, _ in batch)), checked=True)
+        except P2PQError as exc:
+            if len(batch) > 1 and exc.code in (ErrorCode.INVALID, ErrorCode.CONFLICT, ErrorCode.TOO_LARGE):
+                half = len(batch) // 2
+                await asyncio.gather(self._send_submits(batch[:half]), self._send_submits(batch[half:]))
+                return
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(P2PQError(exc.code, str(exc), exc.transient))
+            return
+        for task_id, _, future in batch:
+            if not future.done():
+                future.set_result(task_id)
+
+    async def _watch_until_done(self, ids: list[str]) -> None:
+        """Watch `ids` until each has its final view: through failovers, and reconnecting."""
+        from p2pq.net.transport import ChannelClosed
+        remaining = set(ids)
+
+        def take(body: dict) -> None:
+            for view in body.get("tasks", ()):
+                task_id = view.get("id")
+                remaining.discard(task_id)
+                future = self._watching.pop(task_id, None)
+                if future is not None and not future.done():
+                    future.set_result(view)
+            for task_id in body.get("unknown", ()):
+                remaining.discard(task_id)
+                self._fail_watch(task_id, P2PQError(ErrorCode.UNKNOWN_TASK, f"no task with id {task_id} "
+                                                    "(it was never submitted, or finished and was pruned)"))
+
+        delay = 0.02
+        while remaining:
+            channel = None
+            try:
+                channel = await self._connected()
+                reply = await channel.request(to_wire(Watch(tuple(remaining))), timeout_s=math.inf, on_push=take)
+            except ChannelClosed:
+                await self._drop(channel)
+            except P2PQError as exc:
+                if not exc.transient:  # no node of the cluster can be reached at all
+                    for task_id in remaining:
+                        self._fail_watch(task_id, P2PQError(exc.code, str(exc)))
+                    return
+            else:
+                take(reply)
+                code = reply.get("error")
+                if reply.get("ok") or code not in RETRYABLE:
+                    for task_id in remaining:  # a node that answered without them: it cannot tell
+                        self._fail_watch(task_id, P2PQError(code or ErrorCode.INTERNAL,
+                                                            reply.get("message", "the watch ended early")))
+                    return
+                delay = 0.02 if code == ErrorCode.LEADER_CHANGED else delay
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    def _fail_watch(self, task_id: str, exc: P2PQError) -> None:
+        future = self._watching.pop(task_id, None)
+        if future is not None and not future.done():
+            future.set_exception(exc)
 
     # -- the API ------------------------------------------------------------------------
     async def submit_spec(self, spec: TaskSpec, task_id: str | None = None) -> dict:
@@ -268,8 +427,8 @@ class AsyncClient:
             params["state"] = state
         return await self.request(Query("list", params))
 
-    async def cancel(self, task_id: str) -> dict:
-        return await self.request(Cancel(task_id))
+    async def cancel(self, task_id: str, queued_only: bool = False) -> dict:
+        return await self.request(Cancel(task_id, queued_only))
 
     async def peers(self) -> dict:
         return await self.request(Query("peers"))
@@ -306,6 +465,8 @@ class Client:
         self._thread = threading.Thread(target=self._loop.run_forever, name="p2pq-client", daemon=True)
         self._thread.start()
         self._async = AsyncClient(node, **options)
+        self._inbox: collections.deque = collections.deque()  # calls for the loop thread, from any thread
+        self._woken = False
 
     @property
     def address(self) -> tuple[str, int]:
@@ -342,7 +503,84 @@ class Client:
         await self._async.close()
 
     def submit(self, target: str, *args: Any, **options: Any) -> str:
+        """Submit one task and return its id once the cluster holds it (a round trip)."""
         return self._call(self._async.submit(target, *args, **options))
+
+    def submit_future(self, target: str, *args: Any, **options: Any) -> TaskFuture:
+        """Submit one task without waiting: its TaskFuture at once (p2pq/futures.py).
+
+        The arguments are checked now (InvalidRequest); what only the cluster
+        can refuse (an unknown built-in, no quorum) raises from `result()`.
+        """
+        return self.submit_future_spec(make_spec(target, args, **options))
+
+    def submit_future_spec(self, spec: TaskSpec, task_id: str | None = None) -> TaskFuture:
+        from p2pq.futures import TaskFuture
+        future = TaskFuture(self, task_id or new_task_id(), spec)
+        self._post(self._pipe, future)
+        return future
+
+    def cancel_queued(self, futures: Iterable[TaskFuture]) -> None:
+        """Cancel these futures' tasks that have not started, without waiting for the answers."""
+        for future in futures:
+            self._post(self._cancel_soon, future)
+
+    # -- the loop thread's side of the futures -------------------------------------------
+    def _post(self, fn, *args) -> None:
+        """Run fn(*args) on the loop thread; many posts between two wake-ups cost one wake-up."""
+        self._inbox.append((fn, args))
+        if not self._woken:
+            self._woken = True
+            try:
+                self._loop.call_soon_threadsafe(self._drain)
+            except RuntimeError:  # closed
+                self._inbox.clear()
+                raise P2PQError(ErrorCode.INVALID, "this client is closed") from None
+
+    def _drain(self) -> None:
+        self._woken = False
+        inbox = self._inbox
+        while inbox:
+            fn, args = inbox.popleft()
+            try:
+                fn(*args)
+            except Exception as exc:  # one future's trouble is its own
+                future = args[0] if args else None
+                if future is not None and hasattr(future, "_refused"):
+                    future._refused(exc)
+
+    def _pipe(self, future: TaskFuture) -> None:
+        acked = future._ack = self._async.enqueue(future.spec, future.id)
+        acked.add_done_callback(lambda done: self._acked(future, done))
+
+    def _acked(self, future: TaskFuture, acked: asyncio.Future) -> None:
+        if acked.cancelled():  # the client closed first
+            future._refused(P2PQError(ErrorCode.INTERNAL, "the client closed before the submit was "
+                                      "acknowledged; the task may or may not exist"))
+            return
+        if acked.exception() is not None:
+            future._refused(acked.exception())
+            return
+        future._acknowledged.set()
+        ended = self._async.watch(future.id)
+        ended.add_done_callback(lambda done: self._ended(future, done))
+
+    @staticmethod
+    def _ended(future: TaskFuture, ended: asyncio.Future) -> None:
+        if ended.cancelled():
+            future._refused(P2PQError(ErrorCode.INTERNAL, "the client closed before the task ended"))
+        elif ended.exception() is not None:
+            future._refused(ended.exception())
+        else:
+            future._ended(ended.result())
+
+    def _cancel_soon(self, future: TaskFuture) -> None:
+        async def cancel() -> None:
+            with contextlib.suppress(P2PQError):
+                await future._ack  # posted before us: the submit is on its way
+                await self._async.cancel(future.id, queued_only=True)
+        if not future.done():
+            self._async._spawn(cancel())
 
     def submit_spec(self, spec: TaskSpec, task_id: str | None = None) -> dict:
         return self._call(self._async.submit_spec(spec, task_id))
@@ -362,8 +600,9 @@ class Client:
     def list(self, state: str | None = None, limit: int = 50, offset: int = 0) -> dict:
         return self._call(self._async.list(state, limit, offset))
 
-    def cancel(self, task_id: str) -> dict:
-        return self._call(self._async.cancel(task_id))
+    def cancel(self, task_id: str, queued_only: bool = False) -> dict:
+        """Cancel a task (a running one is stopped, unless `queued_only`); the reply says its state."""
+        return self._call(self._async.cancel(task_id, queued_only))
 
     def peers(self) -> dict:
         return self._call(self._async.peers())
