@@ -9,7 +9,11 @@ durability, from one thread:
 - loop: the plain loop a newcomer writes, `submit` then `result(wait=True)`,
   one task at a time;
 - round trip: the same loop's per-task time (submit one task, wait for its
-  result), p50 and p99.
+  result), p50 and p99;
+- map: `p2pq.Executor.map` over the tasks, results read in order;
+- as_completed: a future per task (`Executor.submit`), results taken with
+  `p2pq.as_completed`;
+- future_round_trip: one future at a time (submit, `result()`), p50 and p99.
 
 Reports tasks/s (median of the runs) and the CPU the whole machine spent
 per task (from /proc/stat, so the nodes, their workers and the client all
@@ -32,6 +36,9 @@ sys.path.insert(0, str(HERE))
 
 from common import summary_ms  # noqa: E402
 
+import bench_tasks  # noqa: E402
+
+import p2pq  # noqa: E402
 from p2pq.client import Client  # noqa: E402
 from p2pq.testing.cluster import LocalCluster  # noqa: E402
 
@@ -57,33 +64,80 @@ def loop(client: Client, tasks: int) -> tuple[float, list[float]]:
     return time.perf_counter() - start, trips
 
 
+def mapped(executor: p2pq.Executor, tasks: int) -> tuple[float, list[float]]:
+    """Executor.map over the tasks, every result read in order and checked."""
+    start = time.perf_counter()
+    for i, value in enumerate(executor.map(bench_tasks.noop, range(tasks))):
+        if value != i:
+            raise AssertionError(f"map gave {value!r} for {i}")
+    return time.perf_counter() - start, []
+
+
+def completed(executor: p2pq.Executor, tasks: int) -> tuple[float, list[float]]:
+    """A future per task (Executor.submit), results taken with as_completed and checked."""
+    start = time.perf_counter()
+    futures = {executor.submit(bench_tasks.noop, i): i for i in range(tasks)}
+    for future in p2pq.as_completed(futures):
+        if future.result() != futures[future]:
+            raise AssertionError(f"task {future.id}: {future.result()!r}")
+    return time.perf_counter() - start, []
+
+
+def one_at_a_time(executor: p2pq.Executor, tasks: int) -> tuple[float, list[float]]:
+    """The round trip through the futures: submit one task, wait for its result, then the next."""
+    trips = []
+    start = time.perf_counter()
+    for i in range(tasks):
+        t0 = time.perf_counter()
+        if executor.submit(bench_tasks.noop, i).result() != i:
+            raise AssertionError(f"task {i}")
+        trips.append(time.perf_counter() - t0)
+    return time.perf_counter() - start, trips
+
+
+MODES = {"loop": loop, "map": mapped, "as_completed": completed, "future_round_trip": one_at_a_time}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=2000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated: " + ", ".join(MODES))
     parser.add_argument("--json", dest="json_path", type=Path, default=None)
     args = parser.parse_args()
-    rates, cpus, trips = [], [], []
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = set(modes) - set(MODES)
+    if unknown:
+        parser.error(f"unknown modes: {', '.join(sorted(unknown))}")
+    results = []
     with LocalCluster(2, slots=1, extra_args=["--pythonpath", str(HERE)]) as cluster:
         leader, _ = cluster.leader()
         with Client(cluster.nodes[leader].address, cluster_dir=cluster.cluster_dir, timeout_s=60) as client:
+            executor = p2pq.Executor(client=client)
             loop(client, 50)  # warm the workers and the connection
-            for run in range(args.runs):
-                cpu0 = cpu_seconds()
-                wall, run_trips = loop(client, args.tasks)
-                cpu = cpu_seconds() - cpu0
-                rates.append(args.tasks / wall)
-                cpus.append(cpu / args.tasks)
-                trips += run_trips
-                print(f"  run {run + 1}: {rates[-1]:.0f} tasks/s, {cpus[-1] * 1e3:.2f} ms CPU per task, "
-                      f"round trip p50 {statistics.median(run_trips) * 1e3:.2f} ms")
-    result = {"mode": "loop", "tasks": args.tasks, "runs": args.runs,
-              "tasks_per_s_median": round(statistics.median(rates), 1),
-              "cpu_ms_per_task_median": round(statistics.median(cpus) * 1e3, 3),
-              "round_trip": summary_ms(trips)}
-    print(json.dumps(result, indent=2))
+            mapped(executor, 200)
+            for mode in modes:
+                rates, cpus, trips = [], [], []
+                tasks = args.tasks if mode not in ("loop", "future_round_trip") else min(args.tasks, 2000)
+                for run in range(args.runs):
+                    cpu0 = cpu_seconds()
+                    wall, run_trips = MODES[mode](client if mode == "loop" else executor, tasks)
+                    cpu = cpu_seconds() - cpu0
+                    rates.append(tasks / wall)
+                    cpus.append(cpu / tasks)
+                    trips += run_trips
+                    trip = f", round trip p50 {statistics.median(run_trips) * 1e3:.2f} ms" if run_trips else ""
+                    print(f"  {mode} run {run + 1}: {rates[-1]:.0f} tasks/s, {cpus[-1] * 1e3:.2f} ms CPU per "
+                          f"task{trip}", flush=True)
+                result = {"mode": mode, "tasks": tasks, "runs": args.runs,
+                          "tasks_per_s_median": round(statistics.median(rates), 1),
+                          "cpu_ms_per_task_median": round(statistics.median(cpus) * 1e3, 3)}
+                if trips:
+                    result["round_trip"] = summary_ms(trips)
+                results.append(result)
+    print(json.dumps(results, indent=2))
     if args.json_path:
-        args.json_path.write_text(json.dumps(result, indent=2))
+        args.json_path.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -129,8 +129,10 @@ class AsyncClient:
         # the pipeline: submits and watches asked for within LINGER_S go out as one request each
         self._submits: list[tuple[str, TaskSpec, asyncio.Future]] = []
         self._submit_bytes = 0
+        self._in_flight = 0  # Submit requests sent and not yet answered
         self._to_watch: list[str] = []
         self._watching: dict[str, asyncio.Future] = {}  # task id -> its final view, once pushed
+        self._acks: dict[str, asyncio.Future] = {}  # task id -> its submit, for a watch sent with it
         self._flush_at: asyncio.TimerHandle | None = None
         self._background: set[asyncio.Task] = set()
 
@@ -198,7 +200,7 @@ class AsyncClient:
             future.cancel()
         for future in self._watching.values():
             future.cancel()
-        self._submits, self._to_watch, self._watching = [], [], {}
+        self._submits, self._to_watch, self._watching, self._acks = [], [], {}, {}
         learning, self._learning = self._learning, None
         if learning is not None and not learning.done():
             learning.cancel()
@@ -263,9 +265,10 @@ class AsyncClient:
 
     # -- the pipeline -------------------------------------------------------------------
     #
-    # Many requests in flight on one connection: a submit asked for now waits
-    # about LINGER_S for others to go with it (at most MAX_BATCH tasks or
-    # MAX_BATCH_BYTES in one Submit), and results come back by subscription:
+    # Many requests in flight on one connection: a submit asked for while
+    # another is in flight waits about LINGER_S for others to go with it (at
+    # most MAX_BATCH tasks or MAX_BATCH_BYTES in one Submit; with none in
+    # flight it goes at once), and results come back by subscription:
     # one Watch for all the tasks asked for within LINGER_S, whose results
     # the node pushes as the tasks end. A watch that a failover cuts short
     # is made again, through the next leader, for the tasks still unfinished.
@@ -289,22 +292,51 @@ class AsyncClient:
             self._flush_soon()
         return future
 
-    def watch(self, task_id: str) -> asyncio.Future[dict]:
+    def watch(self, task_id: str, acked: asyncio.Future | None = None) -> asyncio.Future[dict]:
         """The task's final view (see describe_end in core/tasks.py), pushed by the node when it ends.
 
         One watch per task id: asking again gives the same future. Call from
-        the client's event loop, after the task's submit was acknowledged.
+        the client's event loop. With `acked`, the future of the task's own
+        submit (enqueue), the watch goes out with the submit instead of a
+        round trip after it: a node that does not know the task yet (the
+        submit was retried through another leader) is asked again once the
+        submit is acknowledged.
         """
         future = self._watching.get(task_id)
         if future is None:
             future = self._watching[task_id] = asyncio.get_running_loop().create_future()
+            if acked is not None and not acked.done():
+                self._acks[task_id] = acked
+                acked.add_done_callback(lambda _: self._acks.pop(task_id, None))
             self._to_watch.append(task_id)
             self._flush_soon()
         return future
 
+    def _unknown(self, task_id: str) -> None:
+        """A watched task the node does not know: not submitted yet, or never (or long ago)."""
+        acked = self._acks.get(task_id)
+        if acked is None or acked.done():
+            self._fail_watch(task_id, P2PQError(ErrorCode.UNKNOWN_TASK, f"no task with id {task_id} "
+                                                "(it was never submitted, or finished and was pruned)"))
+            return
+
+        def again(done: asyncio.Future) -> None:
+            if task_id not in self._watching:
+                return
+            if done.cancelled() or done.exception() is not None:
+                self._fail_watch(task_id, done.exception() if not done.cancelled() else
+                                 P2PQError(ErrorCode.INTERNAL, "the submit was abandoned"))
+            else:
+                self._to_watch.append(task_id)
+                self._flush_soon()
+        acked.add_done_callback(again)
+
     def _flush_soon(self) -> None:
+        """Flush at the loop's next turn if no submit is in flight (a lone call waits for nothing),
+        else in LINGER_S: under load the calls made meanwhile go with it."""
         if self._flush_at is None:
-            self._flush_at = asyncio.get_running_loop().call_later(self.LINGER_S, self._flush)
+            loop = asyncio.get_running_loop()
+            self._flush_at = loop.call_later(self.LINGER_S if self._in_flight else 0.0, self._flush)
 
     def _flush(self) -> None:
         self._flush_at = None
@@ -326,6 +358,7 @@ class AsyncClient:
     async def _send_submits(self, batch: list[tuple[str, TaskSpec, asyncio.Future]]) -> None:
         """One Submit for the batch. A batch refused for one of its tasks (a conflicting id, too
         large) is split in halves and sent again, so each future gets its own answer."""
+        self._in_flight += 1
         try:
             await self.request(Submit(tuple((task_id, spec) for task_id, spec, _ in batch)), checked=True)
         except P2PQError as exc:
@@ -337,6 +370,8 @@ class AsyncClient:
                 if not future.done():
                     future.set_exception(P2PQError(exc.code, str(exc), exc.transient))
             return
+        finally:
+            self._in_flight -= 1
         for task_id, _, future in batch:
             if not future.done():
                 future.set_result(task_id)
@@ -355,8 +390,7 @@ class AsyncClient:
                     future.set_result(view)
             for task_id in body.get("unknown", ()):
                 remaining.discard(task_id)
-                self._fail_watch(task_id, P2PQError(ErrorCode.UNKNOWN_TASK, f"no task with id {task_id} "
-                                                    "(it was never submitted, or finished and was pruned)"))
+                self._unknown(task_id)
 
         delay = 0.02
         while remaining:
@@ -552,6 +586,8 @@ class Client:
     def _pipe(self, future: TaskFuture) -> None:
         acked = future._ack = self._async.enqueue(future.spec, future.id)
         acked.add_done_callback(lambda done: self._acked(future, done))
+        ended = self._async.watch(future.id, acked)  # goes out right behind the submit
+        ended.add_done_callback(lambda done: self._ended(future, done))
 
     def _acked(self, future: TaskFuture, acked: asyncio.Future) -> None:
         if acked.cancelled():  # the client closed first
@@ -562,8 +598,6 @@ class Client:
             future._refused(acked.exception())
             return
         future._acknowledged.set()
-        ended = self._async.watch(future.id)
-        ended.add_done_callback(lambda done: self._ended(future, done))
 
     @staticmethod
     def _ended(future: TaskFuture, ended: asyncio.Future) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import builtins
 import collections
 import concurrent.futures
+import contextlib
 import os
 import re
 import subprocess
@@ -129,12 +130,20 @@ class TaskFuture(concurrent.futures.Future):
             return False
         if reply.get("state") != "cancelled":
             return False
-        return concurrent.futures.Future.cancel(self) or self.cancelled()
+        self._cancelled()
+        return self.cancelled()
+
+    def _cancelled(self) -> None:
+        """Cancelled, and waiters told (as an executor's worker does with set_running_or_notify_cancel:
+        concurrent.futures.wait and as_completed count a cancelled future only once notified)."""
+        with self._condition:  # the user's cancel() and the node's push may both get here
+            if concurrent.futures.Future.cancel(self) and self._state == "CANCELLED":
+                self.set_running_or_notify_cancel()
 
     # -- what the client's loop thread calls ---------------------------------------------
     def _refused(self, exc: BaseException) -> None:
         self._acknowledged.set()
-        if not self.done():
+        with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled meanwhile
             self.set_exception(exc)
 
     def _ended(self, view: dict) -> None:
@@ -143,14 +152,15 @@ class TaskFuture(concurrent.futures.Future):
             return
         state = view.get("state")
         if state == "cancelled":
-            concurrent.futures.Future.cancel(self)
+            self._cancelled()
             return
-        try:
-            value = _value_of(self, view)
-        except BaseException as exc:  # noqa: BLE001 - it is the task's exception, for result()
-            self.set_exception(exc)
-        else:
-            self.set_result(value)
+        with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled meanwhile
+            try:
+                value = _value_of(self, view)
+            except BaseException as exc:  # noqa: BLE001 - it is the task's exception, for result()
+                self.set_exception(exc)
+            else:
+                self.set_result(value)
 
 
 def _value_of(future: TaskFuture, view: dict) -> Any:
@@ -219,20 +229,20 @@ def _target_of(fn: Any) -> tuple[str, str | None, dict]:
 class Executor(concurrent.futures.Executor):
     """A ``concurrent.futures.Executor`` whose workers are the cluster's nodes.
 
-    `node`: as for Client (None: $P2PQ_NODE or the local node); or pass a
-    `client` to share one. `submit_options` go with every task: priority,
+    `node` and `cluster_dir`: as for Client (None: $P2PQ_NODE or the local
+    node); or pass a `client` to share one. `submit_options` go with every task: priority,
     retries, timeout_s, and cwd/env for shell commands.
     """
 
     def __init__(self, node: str | Sequence[str] | None = None, *, client: Client | None = None,
-                 **submit_options: Any) -> None:
+                 cluster_dir: str | os.PathLike | None = None, **submit_options: Any) -> None:
         unknown = set(submit_options) - {"priority", "retries", "timeout_s", "cwd", "env"}
         if unknown:
             raise TypeError(f"Executor() got unexpected options: {', '.join(sorted(unknown))} "
                             "(expected priority, retries, timeout_s, cwd, env)")
         make_spec("noop", **submit_options)  # checked now, not at the first submit
         self._own_client = client is None
-        self._client = client if client is not None else Client(node)
+        self._client = client if client is not None else Client(node, cluster_dir=cluster_dir)
         self._options = submit_options
         self._futures: set[TaskFuture] = set()
         self._lock = threading.Lock()

@@ -51,7 +51,7 @@ from .transport import ClientConnection, Transport
 log = logging.getLogger("p2pq.node")
 DEFAULT_PORT = 7470
 LINGER_S = 0.001           # how long a step waits for more events under load
-LINGER_ABOVE_EVENTS = 1.5  # "under load": steps take more events than this on average
+LINGER_ABOVE_EVENTS = 3.0  # "under load": steps take more events than this on average
 MAX_REQ_CHARS = 64         # a client's request tag, echoed in the reply
 
 

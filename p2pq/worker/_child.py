@@ -143,7 +143,10 @@ def user_traceback(exc: BaseException) -> str:
 
 def handle(request: tuple, cache: dict[str, Any]) -> tuple:
     """Run one request: ("ok", json_text) or ("error", one_line, traceback_text)."""
-    target, args, kwargs = request
+    target, args, kwargs, *rest = request
+    path = rest[0] if rest else None
+    if path and path not in sys.path:  # the task's own directory (a script's), searched first
+        sys.path.insert(0, path)
     try:
         value = _resolve(target, cache)(*args, **kwargs)
         return ("ok", result_to_json(value))

@@ -513,7 +513,7 @@ class Executor:
     async def _call(self, slot: _Slot, call: Call) -> Outcome:
         """Run a builtin/python task in the slot's child."""
         try:
-            frame = encode_frame((call.target, call.args, call.kwargs))
+            frame = encode_frame((call.target, call.args, call.kwargs, call.path))
         except Exception as exc:  # noqa: BLE001 (any pickling failure)
             return Outcome("failed", error=f"arguments cannot be sent: {one_line(exc)}")
         try:

@@ -36,6 +36,7 @@ class Call:
     target: str
     args: tuple
     kwargs: dict
+    path: str | None = None  # a directory the module is imported from (a script's own, say)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +74,10 @@ def parse_spec(spec: Any, *, resolve_builtins: bool = True) -> Call | Shell:
     if kind == "python":
         if not _PYTHON_TARGET_RE.match(target):
             raise SpecError(f"a python target looks like 'pkg.mod:fn', got {target!r}")
-        return Call(target, args, kwargs)
+        path = spec.get("path")
+        if path is not None and not (isinstance(path, str) and path.startswith("/")):
+            raise SpecError(f"'path' must be an absolute directory, got {path!r}")
+        return Call(target, args, kwargs, path)
     if resolve_builtins:
         target = _import_path(target, get_task(target))  # UnknownTask if absent
     return Call(target, args, kwargs)

@@ -132,7 +132,7 @@ def test_steps_linger_only_under_load():
         load.took(1)  # a lone client: one event per step
     assert not load.busy
     for _ in range(10):
-        load.took(4)  # results, dispatches and acks arriving together
+        load.took(8)  # results, dispatches and acks arriving together
     assert load.busy
     for _ in range(30):
         load.took(1)

@@ -1,0 +1,39 @@
+"""Futures through a leader's kill -9: every future resolves, once, to what the cluster says."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+import p2pq
+from p2pq.testing.cluster import LocalCluster, wait_for
+
+pytestmark = pytest.mark.slow
+
+TASKS = Path(__file__).resolve().parents[1] / "cli"  # exec_tasks.py
+
+
+@pytest.mark.parametrize("through", ["leader", "member"])
+def test_every_future_resolves_once_through_a_leader_kill(through):
+    with LocalCluster(3, slots=2, extra_args=["--pythonpath", str(TASKS)]) as cluster:
+        leader, _ = cluster.leader()
+        member = next(i for i in cluster.running_indexes() if i != leader)
+        node = cluster.nodes[leader if through == "leader" else member]
+        resolved: dict[str, int] = {}
+        with p2pq.Executor(node.address, cluster_dir=cluster.cluster_dir) as ex:
+            futures = [ex.submit("exec_tasks:pause", 0.02, i) for i in range(300)]
+            for f in futures:
+                f.add_done_callback(lambda f: resolved.__setitem__(f.id, resolved.get(f.id, 0) + 1))
+            wait_for(lambda: sum(f.done() for f in futures) >= 30, 60, "30 results before the kill")
+            cluster.kill(leader, signal.SIGKILL)
+            values = [f.result(timeout=120) for f in futures]
+        assert values == list(range(300))
+        assert resolved == {f.id: 1 for f in futures}  # each future's callbacks ran exactly once
+        survivor = next(i for i in cluster.running_indexes())
+        client = cluster.client(survivor)
+        wait_for(lambda: cluster.leader(via=survivor) is not None, 30, "a new leader")
+        for f in futures[::15]:  # the cluster's record agrees with what the future said
+            view = client.status(f.id)
+            assert view["state"] == "succeeded" and view["result"]["value"] == f.result()
