@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from . import scheduler
+from . import dependencies, scheduler
 from .errors import ErrorCode, error, submit_ack
 from .events import Push, Reply
 from .messages import Cancel, Forward, ForwardPush, ForwardReply, Query, Submit, Wait, Watch
@@ -114,6 +114,11 @@ def _submit(core: NodeState, target: tuple[NodeId, int], tasks: tuple) -> None:
     except ValueError as exc:
         core.reply(target, error(ErrorCode.INVALID, str(exc)))
         return
+    if any(spec.after for _, spec in tasks):
+        why = dependencies.refusal(core.table, core.forgotten, tasks)
+        if why is not None:
+            core.reply(target, error(ErrorCode.INVALID, why))
+            return
     chosen: dict[str, TaskSpec] = {}
     for task_id, spec in tasks:
         if not task_id:
@@ -141,7 +146,7 @@ def _cancel(core: NodeState, target: tuple[NodeId, int], task_id: str, queued_on
     if record is None:
         core.reply(target, _unknown(core, task_id))
         return
-    if queued_only and record.state is not TaskState.QUEUED:
+    if queued_only and record.state not in (TaskState.QUEUED, TaskState.BLOCKED):
         core.reply(target, {"ok": True, "id": task_id, "state": record.state.value})  # it runs on
         return
     if not record.state.terminal:

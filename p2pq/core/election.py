@@ -117,6 +117,7 @@ def become_leader(core: NodeState) -> None:
         core.out.append(SetTimer("serve", core.lead.serve_from))
     scheduler.rebuild_assignments(core)
     replication.choose_followers(core)
+    core.decide_blocked()
     core.out.append(Note("leader_elected", {"node": core.id, "term": str(core.term),
                                             "tasks": len(core.table)}))
     replication.heartbeat(core)

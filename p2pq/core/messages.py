@@ -16,7 +16,7 @@ from typing import Any, Callable, ClassVar
 
 from . import schema
 from .schema import DecodeError
-from .tasks import DIGEST_BYTES, Attempt, TaskRecord, TaskSpec, TaskState, check_size, check_spec
+from .tasks import DIGEST_BYTES, Attempt, TaskRecord, TaskSpec, TaskState, check_after, check_size, check_spec
 from .types import NodeId, Term
 
 
@@ -267,8 +267,11 @@ _STATES = tuple(s.value for s in TaskState)
 
 
 def spec_to_wire(s: TaskSpec) -> dict:
-    return {"kind": s.kind, "target": s.target, "args": list(s.args), "priority": s.priority,
+    wire = {"kind": s.kind, "target": s.target, "args": list(s.args), "priority": s.priority,
             "retries": s.retries, "timeout_s": s.timeout_s, "options": s.options}
+    if s.after:
+        wire["after"] = list(s.after)
+    return wire
 
 
 def spec_from_wire(d: Any) -> TaskSpec:
@@ -283,7 +286,9 @@ def spec_from_wire(d: Any) -> TaskSpec:
     check_spec(kind, target, args, priority, retries, timeout_s, options)
     if type(timeout_s) is int:
         timeout_s = float(timeout_s)
-    return TaskSpec(kind, target, tuple(args), priority, retries, timeout_s, dict(options))
+    after = get("after")
+    after = check_after(after) if after else ()
+    return TaskSpec(kind, target, tuple(args), priority, retries, timeout_s, dict(options), after)
 
 
 def attempt_to_wire(a: Attempt) -> list:
@@ -312,14 +317,20 @@ def attempt_from_wire(v: Any) -> Attempt:
 
 
 def record_to_wire(r: TaskRecord) -> list:
-    return [r.task_id, spec_to_wire(r.spec), list(r.seq), r.submitted_at,
+    wire = [r.task_id, spec_to_wire(r.spec), list(r.seq), r.submitted_at,
             [attempt_to_wire(a) for a in r.attempts], r.cancelled]
+    if r.released:
+        wire.append(True)  # a 7th field only when set: records without dependencies stay as they were
+    return wire
 
 
 def record_from_wire(v: Any) -> TaskRecord:
-    if type(v) is not list and type(v) is not tuple or len(v) != 6:
-        raise DecodeError("a task record must be a list of 6 fields")
-    task_id, spec, seq, submitted_at, attempts, cancelled = v
+    if type(v) is not list and type(v) is not tuple or len(v) not in (6, 7):
+        raise DecodeError("a task record must be a list of 6 or 7 fields")
+    task_id, spec, seq, submitted_at, attempts, cancelled = v[:6]
+    released = v[6] if len(v) == 7 else False
+    if type(released) is not bool:
+        schema.boolean(released, "released")
     if type(task_id) is not str or not _ID_MATCH(task_id):
         schema.ident(task_id, "task id")
     try:
@@ -335,7 +346,7 @@ def record_from_wire(v: Any) -> TaskRecord:
         schema.boolean(cancelled, "cancelled")
     schema.items(attempts, "attempts")
     return TaskRecord(task_id, decoded_spec, seq, submitted_at,
-                      tuple([attempt_from_wire(a) for a in attempts]), cancelled)
+                      tuple([attempt_from_wire(a) for a in attempts]), cancelled, released)
 
 
 def _member_to_wire(m: Member) -> list:

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator
 from .events import Command, PersistTerm, Push, Reply, Send
 from .leader import FollowerProgress, Leadership
 from .messages import ForwardPush, ForwardReply
-from .tasks import Attempt, TaskRecord, TaskTable, describe, describe_end
+from . import dependencies
+from .tasks import Attempt, TaskRecord, TaskState, TaskTable, describe, describe_end
 from .types import TRANSITIONS, ZERO_TERM, Config, IllegalTransition, NodeId, Rank, Role, Term, Trigger
 
 if TYPE_CHECKING:
@@ -98,6 +99,8 @@ class NodeState:
         self.out: list[Command] = []
         self.persist: list[Command] = []
         self.dirty: dict[str, TaskRecord] = {}
+        self._deciding: list[str] = []  # blocked tasks, and ended tasks with dependents, to decide (leader)
+        self._in_decide = False
 
     @property
     def rank(self) -> Rank:
@@ -151,7 +154,36 @@ class NodeState:
                 else:  # the last task the watch waited for
                     del lead.watches[target]
                     self.reply(target, {"ok": True, "tasks": [view]})
+        state = new.state
+        if state is TaskState.BLOCKED or (state.terminal and self.table.has_dependents(new.task_id)):
+            self._deciding.append(new.task_id)
+            self.decide()
         return new
+
+    def decide(self) -> None:
+        """Decide the blocked tasks whose dependencies ended (dependencies.py); one pass of a
+        worklist, not recursion: a failure decides a whole chain after it."""
+        if self._in_decide:
+            return  # the pass already running takes what was added
+        self._in_decide = True
+        try:
+            while self._deciding:
+                record = self.table.get(self._deciding.pop())
+                if record is None:
+                    continue
+                if record.state is TaskState.BLOCKED:
+                    decided = dependencies.verdict(self.table, record, self.id, self.now)
+                    if decided is not None:
+                        self.merge(decided)
+                elif record.state.terminal:
+                    self._deciding.extend(self.table.take_dependents(record.task_id))
+        finally:
+            self._in_decide = False
+
+    def decide_blocked(self) -> None:
+        """A new leader decides every blocked task it holds: its predecessor may not have."""
+        self._deciding.extend(self.table.blocked())
+        self.decide()
 
     def note_running(self, task_id: str, attempt: Attempt) -> None:
         """Every running attempt a leader learns of is a lease it must watch."""

@@ -43,6 +43,7 @@ from .types import NodeId
 
 
 class TaskState(enum.Enum):
+    BLOCKED = "blocked"  # waits for the tasks it runs after (TaskSpec.after) to succeed
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -56,6 +57,7 @@ class TaskState(enum.Enum):
 
 KINDS = ("builtin", "python", "shell")
 SUCCEEDED, FAILED, TIMEOUT, CANCELLED, LOST = "succeeded", "failed", "timeout", "cancelled", "lost"
+DEPENDENCY_FAILED = "after:"  # the attempt id prefix of "a task it runs after failed" (dependencies.py)
 _OUTCOME_RANK = {None: 0, LOST: 1, CANCELLED: 2, FAILED: 3, TIMEOUT: 3, SUCCEEDED: 4}
 _FAILURES = (FAILED, TIMEOUT)
 
@@ -65,7 +67,8 @@ class TaskSpec:
     """What to run and how; immutable once submitted.
 
     ``options`` carries kind-specific settings the core never reads
-    (keyword arguments, working directory, environment).
+    (keyword arguments, working directory, environment). ``after`` names
+    the tasks that must succeed before this one may run (dependencies.py).
     """
 
     kind: str
@@ -75,6 +78,7 @@ class TaskSpec:
     retries: int = 0
     timeout_s: float | None = None
     options: dict = field(default_factory=dict)
+    after: tuple[str, ...] = ()
     _bytes: int | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -83,6 +87,8 @@ class TaskSpec:
         size = self._bytes
         if size is None:
             size = 64 + approx_bytes(self.target) + approx_bytes(self.args) + approx_bytes(self.options)
+            if self.after:
+                size += approx_bytes(self.after)
             object.__setattr__(self, "_bytes", size)
         return size
 
@@ -90,7 +96,20 @@ class TaskSpec:
         """Raise ValueError (a DecodeError) with a one-line reason for a spec no node could run."""
         check_spec(self.kind, self.target, self.args, self.priority, self.retries, self.timeout_s,
                    self.options)
+        if self.after:
+            check_after(self.after)
         check_size(self)
+
+
+MAX_AFTER = 1000  # dependencies of one task
+
+
+def check_after(after: Any) -> tuple[str, ...]:
+    """The ids a task runs after: at most MAX_AFTER task ids."""
+    ids = schema.id_list(after, "after")
+    if len(ids) > MAX_AFTER:
+        raise DecodeError(f"after: a task may wait for at most {MAX_AFTER} others, got {len(ids):,}")
+    return tuple(ids)
 
 
 def check_size(spec: TaskSpec) -> None:
@@ -216,6 +235,7 @@ class TaskRecord:
     submitted_at: float
     attempts: tuple[Attempt, ...] = ()
     cancelled: bool = False
+    released: bool = False  # every task it runs after succeeded: it may run (a spec with `after`)
     _state: TaskState | None = field(default=None, init=False, repr=False, compare=False)
     _bytes: int | None = field(default=None, init=False, repr=False, compare=False)
     _fingerprint: int | None = field(default=None, init=False, repr=False, compare=False)
@@ -230,8 +250,9 @@ class TaskRecord:
         """
         fp = self._fingerprint
         if fp is None:
-            text = repr((self.task_id, self.cancelled,
-                         tuple((a.attempt_id, a.node, a.outcome, a.ended_at) for a in self.attempts)))
+            attempts = tuple((a.attempt_id, a.node, a.outcome, a.ended_at) for a in self.attempts)
+            text = repr((self.task_id, self.cancelled, attempts) if not self.released else
+                        (self.task_id, self.cancelled, attempts, True))
             fp = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
             object.__setattr__(self, "_fingerprint", fp)
         return fp
@@ -264,12 +285,16 @@ class TaskRecord:
             if a.ended_at is None:
                 running = True
             if a.outcome in _FAILURES:
+                if a.attempt_id.startswith(DEPENDENCY_FAILED):
+                    return TaskState.FAILED  # a task it runs after failed: no retry can help
                 failures += 1
         if self.cancelled:
             return TaskState.CANCELLED
         if failures > self.spec.retries:
             return TaskState.FAILED
-        return TaskState.RUNNING if running else TaskState.QUEUED
+        if running:
+            return TaskState.RUNNING
+        return TaskState.BLOCKED if self.spec.after and not self.released else TaskState.QUEUED
 
     @property
     def failures(self) -> int:
@@ -317,17 +342,20 @@ class TaskRecord:
         merged = _join_attempts(self.attempts, (attempt,))
         if merged is self.attempts:
             return self
-        return TaskRecord(self.task_id, self.spec, self.seq, self.submitted_at, merged, self.cancelled)
+        return TaskRecord(self.task_id, self.spec, self.seq, self.submitted_at, merged, self.cancelled,
+                          self.released)
 
     def join(self, other: TaskRecord) -> TaskRecord:
         """The lattice join of two copies of the same task."""
-        if other is self or (other.attempts == self.attempts and other.cancelled == self.cancelled):
+        if other is self or (other.attempts == self.attempts and other.cancelled == self.cancelled
+                             and other.released == self.released):
             return self
         attempts = _join_attempts(self.attempts, other.attempts)
         cancelled = self.cancelled or other.cancelled
-        if attempts is self.attempts and cancelled == self.cancelled:
+        released = self.released or other.released
+        if attempts is self.attempts and cancelled == self.cancelled and released == self.released:
             return self
-        return TaskRecord(self.task_id, self.spec, self.seq, self.submitted_at, attempts, cancelled)
+        return TaskRecord(self.task_id, self.spec, self.seq, self.submitted_at, attempts, cancelled, released)
 
 
 def approx_bytes(value: Any) -> int:
@@ -459,6 +487,8 @@ class TaskTable:
         self._digests = [0] * DIGEST_BUCKETS
         self._buckets: list[dict[str, None]] = [{} for _ in range(DIGEST_BUCKETS)]  # ids, in arrival order
         self._running: dict[str, None] = {}  # ids of the records with an attempt still running
+        self._blocked: dict[str, None] = {}  # ids of the blocked records (TaskState.BLOCKED)
+        self._dependents: dict[str, list[str]] = {}  # a task id -> the blocked tasks that run after it
 
     def __len__(self) -> int:
         return len(self.records)
@@ -494,7 +524,25 @@ class TaskTable:
         if state is TaskState.QUEUED and record.task_id not in self._queued:
             self._queued.add(record.task_id)
             heapq.heappush(self._heap, (new.spec.priority, new.seq, new.task_id))
+        if state is TaskState.BLOCKED:
+            if task_id not in self._blocked:
+                self._blocked[task_id] = None
+                for dep in dict.fromkeys(new.spec.after):
+                    self._dependents.setdefault(dep, []).append(task_id)
+        elif old is not None and old.state is TaskState.BLOCKED:
+            self._blocked.pop(task_id, None)
         return new
+
+    def blocked(self) -> list[str]:
+        """The ids of the blocked tasks, in arrival order."""
+        return list(self._blocked)
+
+    def has_dependents(self, task_id: str) -> bool:
+        return task_id in self._dependents
+
+    def take_dependents(self, task_id: str) -> list[str]:
+        """The blocked tasks that ran after `task_id` (it ended: each is decided now); forgotten here."""
+        return [t for t in self._dependents.pop(task_id, ()) if t in self._blocked]
 
     def pop_runnable(self, now: float, backoff_s: float, backoff_max_s: float) -> tuple[TaskRecord | None, float | None]:
         """The most urgent queued task eligible at `now`, and the earliest later eligibility.
@@ -559,6 +607,8 @@ class TaskTable:
             self._digests[bucket] ^= record.fingerprint
             del self._buckets[bucket][task_id]
             self._running.pop(task_id, None)
+            self._blocked.pop(task_id, None)
+            self._dependents.pop(task_id, None)
             self.counts[record.state] -= 1
             self._queued.discard(task_id)
         return record
@@ -586,7 +636,7 @@ class TaskTable:
 def describe(record: TaskRecord) -> dict[str, Any]:
     """A JSON-able view of a record for clients and the dashboard."""
     final = record.final_attempt()
-    return {
+    view = {
         "id": record.task_id,
         "state": record.state.value,
         "kind": record.spec.kind,
@@ -605,6 +655,9 @@ def describe(record: TaskRecord) -> dict[str, Any]:
         ],
         "result": final.result if final is not None else None,
     }
+    if record.spec.after:
+        view["after"] = list(record.spec.after)
+    return view
 
 
 def describe_end(record: TaskRecord) -> dict[str, Any]:
