@@ -54,6 +54,10 @@ def _check_id(ctx, param, value):
         raise click.BadParameter(str(exc)) from None
 
 
+def _check_ids(ctx, param, values):
+    return tuple(_check_id(ctx, param, value) for value in values)
+
+
 def _dumps(value) -> str:
     """JSON for people and scripts; a value JSON cannot hold (bytes) is shown as text, never a traceback."""
     return json.dumps(value, indent=2, default=lambda v: v.hex() if isinstance(v, bytes) else str(v))
@@ -336,13 +340,16 @@ def _call(fn, *args, **kwargs):
 @click.option("--each", "each", default=None, metavar="FILE",
               help="One task per line of FILE (- for stdin): {} in ARGS stands for the line (else it is the "
                    "last argument). With --wait: a progress bar, then a summary; exit 1 if any failed.")
+@click.option("--after", "after", multiple=True, callback=_check_ids, metavar="ID",
+              help="Run only once task ID has succeeded (repeat for several); the task is blocked until "
+                   "then, and fails with 'dependency ID failed' if one fails or is cancelled.")
 @click.option("--wait", is_flag=True, help="Wait for the task to finish and print its result.")
 @JSON
 @click.argument("task")
 @click.argument("args", nargs=-1)
 @click.pass_context
-def submit(ctx, node, cluster_dir, priority, retries, timeout_s, cwd, task_id, kwargs_json, each, wait, as_json,
-           task, args):
+def submit(ctx, node, cluster_dir, priority, retries, timeout_s, cwd, task_id, kwargs_json, each, after, wait,
+           as_json, task, args):
     """Submit TASK with ARGS; prints its id once the cluster holds it on two nodes.
 
     \b
@@ -360,6 +367,7 @@ def submit(ctx, node, cluster_dir, priority, retries, timeout_s, cwd, task_id, k
       p2pq submit mylab.jobs:fit config=@params.json
       p2pq submit --timeout 60 -- python3 simulate.py --steps 1000
       p2pq submit --each params.txt --wait -- python3 sim.py --alpha {}
+      p2pq submit --after 3f2a9c1e07b4d5a6 -- python3 plot.py results/
     """
     from .client import make_spec
     kind = "shell" if ctx.meta.get("p2pq_shell") else None
@@ -373,7 +381,7 @@ def submit(ctx, node, cluster_dir, priority, retries, timeout_s, cwd, task_id, k
             parsed, keywords = _task_arguments(tuple(raw_args), kwargs_json)
         try:
             return make_spec(task, parsed, kind=kind, priority=priority, retries=retries, timeout_s=timeout_s,
-                             cwd=cwd, kwargs=keywords or None)
+                             cwd=cwd, kwargs=keywords or None, after=after)
         except ValueError as exc:
             raise UserError(str(exc)) from None
     if each is not None:
@@ -535,7 +543,8 @@ def result(node, cluster_dir, wait, timeout_s, as_json, task_id):
 @main.command(name="ls")
 @NODE
 @CLUSTER_DIR
-@click.option("--state", type=click.Choice(["queued", "running", "succeeded", "failed", "cancelled"]), default=None)
+@click.option("--state", type=click.Choice(["blocked", "queued", "running", "succeeded", "failed", "cancelled"]),
+              default=None)
 @click.option("--limit", type=click.IntRange(1, 10000), default=20, show_default=True)
 @JSON
 def ls(node, cluster_dir, state, limit, as_json):

@@ -69,11 +69,14 @@ def parse_address(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int
 
 def make_spec(target: str, args: Iterable[Any] = (), *, kind: str | None = None, priority: int = 5,
               retries: int = 0, timeout_s: float | None = None, cwd: str | None = None,
-              env: dict | None = None, kwargs: dict | None = None, path: str | None = None) -> TaskSpec:
+              env: dict | None = None, kwargs: dict | None = None, path: str | None = None,
+              after: Iterable[Any] = ()) -> TaskSpec:
     """A task spec; the kind is guessed: 'pkg.mod:fn' is python, else built-in.
 
     `path`: for a python task, an absolute directory the node imports its module from
     (first on its sys.path), such as a script's own directory on a shared file system.
+    `after`: task ids or TaskFutures that must succeed before this task runs; it is
+    `blocked` until then, and fails with "dependency <id> failed" if one fails.
     """
     if not isinstance(target, str):
         raise InvalidRequest(f"a task's target must be a string (a built-in name, pkg.mod:fn or a "
@@ -88,8 +91,11 @@ def make_spec(target: str, args: Iterable[Any] = (), *, kind: str | None = None,
         options["env"] = env
     if path:
         options["path"] = path
+    if isinstance(after, (str, bytes)) or not isinstance(after, Iterable):
+        raise InvalidRequest(f"after must be a list of task ids or futures, got {type(after).__name__}")
     try:
-        spec = TaskSpec(kind, target, tuple(args), priority, retries, timeout_s, options)
+        spec = TaskSpec(kind, target, tuple(args), priority, retries, timeout_s, options,
+                        tuple(getattr(a, "id", a) for a in after))
         spec.validate()
     except (TypeError, ValueError) as exc:
         raise InvalidRequest(str(exc)) from None
@@ -130,6 +136,8 @@ class AsyncClient:
         self._submits: list[tuple[str, TaskSpec, asyncio.Future]] = []
         self._submit_bytes = 0
         self._in_flight = 0  # Submit requests sent and not yet answered
+        self._batched: set[str] = set()  # the ids in self._submits
+        self._unacked: dict[str, asyncio.Future] = {}  # every submit enqueued and not yet answered
         self._to_watch: list[str] = []
         self._watching: dict[str, asyncio.Future] = {}  # task id -> its final view, once pushed
         self._acks: dict[str, asyncio.Future] = {}  # task id -> its submit, for a watch sent with it
@@ -200,7 +208,10 @@ class AsyncClient:
             future.cancel()
         for future in self._watching.values():
             future.cancel()
+        for future in list(self._unacked.values()):
+            future.cancel()
         self._submits, self._to_watch, self._watching, self._acks = [], [], {}, {}
+        self._batched = set()
         learning, self._learning = self._learning, None
         if learning is not None and not learning.done():
             learning.cancel()
@@ -284,13 +295,37 @@ class AsyncClient:
         is the future's exception. Call from the client's event loop.
         """
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._submits.append((task_id or new_task_id(), spec, future))
+        task_id = task_id or new_task_id()
+        self._unacked[task_id] = future
+        future.add_done_callback(lambda _: self._unacked.pop(task_id, None))
+        # A task that runs after one still on its way goes in the same batch, or after its ack:
+        # a retried batch could otherwise reach the leader behind it (an unknown dependency).
+        waits = [self._unacked[d] for d in spec.after if d in self._unacked and d not in self._batched]
+        if waits:
+            self._spawn(self._enqueue_after(waits, task_id, spec, future))
+        else:
+            self._batch(task_id, spec, future)
+        return future
+
+    def _batch(self, task_id: str, spec: TaskSpec, future: asyncio.Future) -> None:
+        self._submits.append((task_id, spec, future))
+        self._batched.add(task_id)
         self._submit_bytes += spec.approx_bytes
         if len(self._submits) >= self.MAX_BATCH or self._submit_bytes >= self.MAX_BATCH_BYTES:
             self._flush_submits()
         else:
             self._flush_soon()
-        return future
+
+    async def _enqueue_after(self, waits: list[asyncio.Future], task_id: str, spec: TaskSpec,
+                             future: asyncio.Future) -> None:
+        for dependency in await asyncio.gather(*waits, return_exceptions=True):
+            if isinstance(dependency, BaseException):
+                if not future.done():
+                    future.set_exception(P2PQError(ErrorCode.INVALID, f"task {task_id} runs after a task "
+                                                   f"whose submit failed: {dependency}"))
+                return
+        if not future.done():
+            self._batch(task_id, spec, future)
 
     def watch(self, task_id: str, acked: asyncio.Future | None = None) -> asyncio.Future[dict]:
         """The task's final view (see describe_end in core/tasks.py), pushed by the node when it ends.
@@ -347,6 +382,7 @@ class AsyncClient:
 
     def _flush_submits(self) -> None:
         batch, self._submits, self._submit_bytes = self._submits, [], 0
+        self._batched = set()
         if batch:
             self._spawn(self._send_submits(batch))
 
@@ -538,6 +574,9 @@ class Client:
 
     def submit(self, target: str, *args: Any, **options: Any) -> str:
         """Submit one task and return its id once the cluster holds it (a round trip)."""
+        for dependency in options.get("after", ()):  # a future's own submit must be held first
+            if hasattr(dependency, "acknowledged"):
+                dependency.acknowledged()
         return self._call(self._async.submit(target, *args, **options))
 
     def submit_future(self, target: str, *args: Any, **options: Any) -> TaskFuture:

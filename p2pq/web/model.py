@@ -11,7 +11,7 @@ import json
 from collections import Counter
 from typing import Any, Iterable
 
-STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+STATES = ("blocked", "queued", "running", "succeeded", "failed", "cancelled")
 TERMINAL = ("succeeded", "failed", "cancelled")
 VALUE_PREVIEW_CHARS = 200
 

@@ -29,7 +29,7 @@ from rich.text import Text
 
 from . import model
 
-STATE_STYLE = {"queued": "grey62", "running": "blue", "succeeded": "green", "failed": "red",
+STATE_STYLE = {"blocked": "grey50", "queued": "grey62", "running": "blue", "succeeded": "green", "failed": "red",
                "cancelled": "dark_orange3"}
 ROLE_STYLE = {"leader": "bold yellow", "follower": "cyan", "member": "white", "dead": "red"}
 SPARK = "▁▂▃▄▅▆▇█"

@@ -276,3 +276,22 @@ def test_each_line_of_a_file_is_a_task_and_a_failing_one_fails_the_command(clust
     values = [json.loads(p2pq("status", *node_args(cluster), "--json", i, cluster_dir=cluster.cluster_dir).stdout)
               ["result"]["value"] for i in doc["ids"]]
     assert values == [55, 6765]  # the line is the last argument when ARGS have no {}
+
+
+def test_submit_after_blocks_a_task_until_its_dependency_succeeds_and_ls_shows_it(cluster):
+    first = p2pq("submit", *node_args(cluster), "sleep", "1.5", cluster_dir=cluster.cluster_dir).stdout.split()[0]
+    second = p2pq("submit", *node_args(cluster), "--after", first, "echo", "then",
+                  cluster_dir=cluster.cluster_dir).stdout.split()[0]
+    listed = json.loads(p2pq("ls", *node_args(cluster), "--state", "blocked", "--json",
+                             cluster_dir=cluster.cluster_dir).stdout)
+    assert [t["id"] for t in listed["tasks"]] == [second] and listed["tasks"][0]["after"] == [first]
+    done = json.loads(p2pq("result", *node_args(cluster), second, "--wait", "--json",
+                           cluster_dir=cluster.cluster_dir).stdout)
+    assert done["state"] == "succeeded" and done["attempts"][0]["started_at"] >= done["submitted_at"]
+    failing = p2pq("submit", *node_args(cluster), "fail", cluster_dir=cluster.cluster_dir).stdout.split()[0]
+    after_failure = p2pq("submit", *node_args(cluster), "--after", failing, "--wait", "echo", "never",
+                         cluster_dir=cluster.cluster_dir, check_exit=1)
+    assert f"dependency {failing} failed" in after_failure.stdout + after_failure.stderr
+    unknown = p2pq("submit", *node_args(cluster), "--after", "no-such-task", "echo", "x",
+                   cluster_dir=cluster.cluster_dir, check_exit=1)
+    assert "no-such-task: no task with that id" in unknown.stderr

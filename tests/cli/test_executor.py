@@ -159,3 +159,16 @@ def test_a_process_pool_script_runs_on_the_cluster_by_changing_one_line(cluster,
                               "P2PQ_CLUSTER_DIR": str(cluster.cluster_dir)})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == str(sum(3 * i for i in range(50)))
+
+
+def test_futures_can_run_after_other_futures(executor, cluster):
+    client = executor._client
+    first = client.submit_future("exec_tasks:pause", 0.5, "one")
+    second = client.submit_future("exec_tasks:add", 1, kwargs={"b": 2}, after=[first])
+    failing = client.submit_future("exec_tasks:divide", 1, 0)
+    doomed = client.submit_future("exec_tasks:square", 3, after=[failing, first])
+    assert second.result(timeout=30) == 3
+    assert client.status(second.id)["attempts"][0]["started_at"] >= client.status(first.id)["attempts"][0]["ended_at"]
+    with pytest.raises(TaskFailed, match=f"dependency {failing.id} failed"):
+        doomed.result(timeout=30)
+    assert len(client.status(doomed.id)["attempts"]) == 1  # its own failure: it never ran

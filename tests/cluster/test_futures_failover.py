@@ -37,3 +37,19 @@ def test_every_future_resolves_once_through_a_leader_kill(through):
         for f in futures[::15]:  # the cluster's record agrees with what the future said
             view = client.status(f.id)
             assert view["state"] == "succeeded" and view["result"]["value"] == f.result()
+
+
+def test_blocked_tasks_survive_a_leader_kill_and_run_after_their_dependency():
+    with LocalCluster(3, slots=2, extra_args=["--pythonpath", str(TASKS)]) as cluster:
+        leader, _ = cluster.leader()
+        member = next(i for i in cluster.running_indexes() if i != leader)
+        with p2pq.Client(cluster.nodes[member].address, cluster_dir=cluster.cluster_dir) as client:
+            first = client.submit_future("exec_tasks:pause", 2.0, "first")
+            chain = [client.submit_future("exec_tasks:add", i, after=[first]) for i in range(5)]
+            last = client.submit_future("exec_tasks:add", 100, after=chain)
+            wait_for(lambda: client.status(last.id)["state"] == "blocked", 15, "the chain blocked")
+            cluster.kill(leader, signal.SIGKILL)
+            assert first.result(timeout=60) == "first"
+            assert [f.result(timeout=60) for f in chain] == list(range(5)) and last.result(timeout=60) == 100
+            ended = client.status(first.id)["attempts"][-1]["ended_at"]
+            assert all(client.status(f.id)["attempts"][0]["started_at"] >= ended for f in chain)

@@ -91,7 +91,8 @@ def test_cluster_queue_and_overview_describe_the_node(node):
     assert me["node"] == "solo" and me["self"] and me["alive"] and me["slots"] == 2
     assert me["running"] == 0
     status, queue = node.get("/api/queue")
-    assert status == 200 and set(queue["counts"]) == {"queued", "running", "succeeded", "failed", "cancelled"}
+    assert status == 200 and set(queue["counts"]) == {"blocked", "queued", "running", "succeeded", "failed",
+                                                      "cancelled"}
     status, overview = node.get("/api/overview")
     assert status == 200 and overview["cluster"]["leader"] == "solo"
     assert any(e["kind"] == "leader_elected" and "won the election" in e["text"] for e in overview["events"])

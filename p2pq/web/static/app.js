@@ -14,7 +14,7 @@ const state = {
   selected: null, leader: undefined, lastData: 0, tasksDue: true, tasksBusy: false,
 };
 const $ = (id) => document.getElementById(id);
-const STATES = ["queued", "running", "succeeded", "failed", "cancelled"];
+const STATES = ["blocked", "queued", "running", "succeeded", "failed", "cancelled"];
 
 // -- the token (needed to submit and cancel; to read too when the API is exposed) --
 function loadToken() {
@@ -384,7 +384,7 @@ function renderDetail(task, output) {
   }
   box.append(dl, attemptsTable(task));
   if (output && (output.stdout || output.stderr)) box.append(outputBlock(output));
-  if (["queued", "running"].includes(task.state)) box.append(cancelButton(task.id));
+  if (["blocked", "queued", "running"].includes(task.state)) box.append(cancelButton(task.id));
 }
 
 function attemptsTable(task) {
