@@ -34,7 +34,7 @@ import threading
 import time
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, as_completed, wait
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from p2pq.client import Client, InvalidRequest, P2PQError, make_spec
 from p2pq.core.tasks import TaskSpec

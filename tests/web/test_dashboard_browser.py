@@ -70,6 +70,9 @@ def test_the_page_shows_three_nodes_and_the_leader(cluster, page):
     expect(page.locator('#cluster .node[data-node="node3"]')).to_have_attribute("data-role", "leader")
     expect(page.locator("#node-name")).to_have_text("node2")
     expect(page.locator("#cluster .link.up")).to_have_count(2)
+    # node2, the highest after the leader, holds the copy: the header says so as the picture does
+    expect(page.locator('#cluster .node[data-node="node2"]')).to_have_attribute("data-role", "follower")
+    expect(page.locator("#node-role")).to_have_text("follower")
 
 
 def test_a_task_submitted_through_the_form_appears_and_finishes(cluster, page):
@@ -78,7 +81,7 @@ def test_a_task_submitted_through_the_form_appears_and_finishes(cluster, page):
     page.click("#submit-button")
     # The page holds no secret: the first write asks for the cluster token.
     expect(page.locator("#token-row")).to_be_visible()
-    expect(page.locator("#submit-status")).to_contain_text("token")
+    expect(page.locator("#submit-status")).to_contain_text("paste the cluster's token below")
     page.fill("#token-input", cluster.token())
     page.click("#submit-button")
     expect(page.locator("#submit-status")).to_contain_text("submitted ")

@@ -26,6 +26,27 @@ function loadToken() {
   state.token = localStorage.getItem("p2pq.token");
 }
 
+// What the page says when the node wants the token, in words for the person at the screen
+// (the server's own message is written for scripts: "send Authorization: Bearer ...").
+const TOKEN_FILE = "the file named token in the cluster directory (made by p2pq init; " +
+  "~/.config/p2pq/cluster/token unless P2PQ_CLUSTER_DIR says otherwise)";
+const TOKEN_WORDS = {
+  write: "To submit or cancel from this page, paste the cluster's token below: the text of " + TOKEN_FILE + ".",
+  read: "This node's dashboard is open to the network, so it shows the cluster only to those who have the " +
+    "cluster's token. Paste it below: the text of " + TOKEN_FILE + ".",
+  wrong: "That token was not accepted: it must be the whole text of " + TOKEN_FILE + ". Paste it again.",
+  missing: "This node has no cluster token file, so nothing can be submitted from this page; whoever runs the " +
+    "node can create one with p2pq init.",
+  replace: "A token is set. Paste another one to replace it.",
+};
+
+function tokenWords(message, reading) {
+  const text = message || "";
+  if (text.startsWith("wrong token")) return TOKEN_WORDS.wrong;
+  if (text.includes("is missing")) return TOKEN_WORDS.missing;
+  return reading ? TOKEN_WORDS.read : TOKEN_WORDS.write;
+}
+
 function askForToken(why) {
   $("token-row").hidden = false;
   $("token-input").focus();
@@ -42,7 +63,7 @@ async function api(path, options) {
   const response = await fetch(path, Object.assign({}, options, { headers: authHeaders((options || {}).headers) }));
   let body;
   try { body = await response.json(); } catch (e) { body = { ok: false, message: response.statusText }; }
-  if (response.status === 401) { askForToken(body.message); }
+  if (response.status === 401) { body.message = tokenWords(body.message, false); askForToken(body.message); }
   if (!body.ok) { const err = new Error(body.message || "request failed"); err.status = response.status; throw err; }
   return body;
 }
@@ -53,7 +74,7 @@ async function connect() {
   for (;;) {
     try {
       const response = await fetch("/api/stream", { headers: authHeaders({ Accept: "text/event-stream" }) });
-      if (response.status === 401) { askForToken("this node needs the cluster token to show its data"); }
+      if (response.status === 401) { askForToken(TOKEN_WORDS.read); }
       if (!response.ok) throw new Error("HTTP " + response.status);
       setLive(true, "live");
       delay = 500;
@@ -135,7 +156,11 @@ function renderHeader(snap, previous) {
   $("leader-name").textContent = c.leader || "none (election in progress)";
   $("term").textContent = "term " + c.term;
   $("node-name").textContent = snap.node;
-  $("node-role").textContent = c.role;
+  // The same word as this node's circle in the picture (a follower's core role is "member");
+  // an election in progress shows too.
+  const me = c.members.find((m) => m.self);
+  const role = me ? me.role : c.role;
+  $("node-role").textContent = ["leader", "member"].includes(c.role) || c.role === role ? role : role + " (" + c.role + ")";
   if (state.leader !== undefined && c.leader && c.leader !== state.leader) {
     const was = state.leader ? " (was " + state.leader + ")" : "";
     showBanner("New leader: " + c.leader + ", term " + c.term + was, true);
@@ -205,7 +230,10 @@ function nodeShape(spot, here) {
   if (role === "leader") g.append(svg("text", { x: spot.x, y: spot.y - 36, "text-anchor": "middle" }, "★"));
   if (!m.alive) g.append(svg("text", { x: spot.x, y: spot.y + 6, "text-anchor": "middle", fill: "var(--dead)", "font-size": 26 }, "✕"));
   g.append(svg("text", { x: spot.x, y: spot.y + (m.alive ? -2 : -12), "text-anchor": "middle", "font-weight": 600 }, m.node));
-  const load = m.running === null || m.running === undefined ? "" : m.running + "/" + m.slots;
+  // Running over slots: tasks the leader sent ahead (prefetch) wait at the node for a slot.
+  const known = !(m.running === null || m.running === undefined);
+  const busy = known ? Math.min(m.running, m.slots) : 0, waiting = known ? m.running - busy : 0;
+  const load = known ? busy + "/" + m.slots + (waiting > 0 ? " +" + waiting + " waiting" : "") : "";
   if (m.alive) g.append(svg("text", { x: spot.x, y: spot.y + 13, "text-anchor": "middle", class: "role" }, load));
   g.append(svg("text", { x: spot.x, y: spot.y + 46, "text-anchor": "middle", class: "role" }, role + " · prio " + m.priority));
   if (m.node === here) g.append(svg("text", { x: spot.x, y: spot.y + 58, "text-anchor": "middle", class: "here" }, "this page's node"));
@@ -471,7 +499,7 @@ function watchStaleness() {
 
 function wireControls() {
   $("submit-form").addEventListener("submit", onSubmit);
-  $("token-button").addEventListener("click", () => askForToken(state.token ? "a token is set; paste another to replace it" : "paste the cluster token"));
+  $("token-button").addEventListener("click", () => askForToken(state.token ? TOKEN_WORDS.replace : TOKEN_WORDS.write));
   for (const button of $("filters").querySelectorAll("button[data-state]")) {
     button.addEventListener("click", () => {
       for (const b of $("filters").querySelectorAll("button[data-state]")) b.classList.toggle("active", b === button);
