@@ -44,9 +44,14 @@ from p2pq.testing.cluster import LocalCluster  # noqa: E402
 
 
 def cpu_seconds() -> float:
-    """CPU time the whole machine has spent (every core, every process), in seconds."""
+    """CPU time the whole machine has spent (every core, every process), in seconds.
+
+    Of /proc/stat's first line: user, nice, system, irq and softirq; not idle,
+    iowait, or steal (time the hypervisor gave to another machine), and not
+    guest time, which user already counts.
+    """
     fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    busy = sum(int(v) for i, v in enumerate(fields) if i not in (3, 4))  # all but idle and iowait
+    busy = sum(int(v) for i, v in enumerate(fields[:7]) if i not in (3, 4))
     return busy / os.sysconf("SC_CLK_TCK")
 
 
