@@ -18,7 +18,7 @@ from . import dependencies, scheduler
 from .errors import ErrorCode, error, submit_ack
 from .events import Push, Reply
 from .messages import Cancel, Forward, ForwardPush, ForwardReply, Query, Submit, Wait, Watch
-from .state import NodeState
+from .state import NodeState, push_parts
 from .tasks import TaskRecord, TaskSpec, TaskState, describe, describe_end
 from .types import NodeId, Role
 
@@ -165,9 +165,6 @@ def _wait(core: NodeState, target: tuple[NodeId, int], task_id: str) -> None:
         core.lead.waiters.setdefault(task_id, []).append(target)
 
 
-WATCH_PUSH_BYTES = 256 * 1024  # the finished tasks' views in one push, about (a frame holds 16 MiB)
-
-
 def _watch(core: NodeState, target: tuple[NodeId, int], ids: tuple[str, ...]) -> None:
     """Push the views of the tasks already finished (in parts of about WATCH_PUSH_BYTES), then each
     of the others as it ends; the reply that carries the last one ends the watch."""
@@ -177,17 +174,9 @@ def _watch(core: NodeState, target: tuple[NodeId, int], ids: tuple[str, ...]) ->
         return
     unknown = [task_id for task_id in ids if task_id not in table]
     pending = {task_id for task_id in ids if task_id in table and not table.get(task_id).state.terminal}
-    parts: list[list[dict]] = [[]]
-    size = 0
-    for task_id in dict.fromkeys(ids):
-        record = table.get(task_id)
-        if record is None or not record.state.terminal:
-            continue
-        if size > WATCH_PUSH_BYTES:
-            parts.append([])
-            size = 0
-        parts[-1].append(describe_end(record))
-        size += record.approx_bytes
+    ended = [describe_end(table.get(task_id)) for task_id in dict.fromkeys(ids)
+             if task_id in table and table.get(task_id).state.terminal]
+    parts = list(push_parts(ended)) or [[]]
     for part in parts[:-1]:
         core.push(target, {"ok": True, "tasks": part})
     last = {"ok": True, "tasks": parts[-1]}

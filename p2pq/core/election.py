@@ -125,6 +125,7 @@ def become_leader(core: NodeState) -> None:
 
 def step_down(core: NodeState, reason: str) -> None:
     """Leave leadership: every request waiting on it fails so clients retry; its state goes."""
+    core.push_ended()  # what ended before the step down still reaches its watchers
     lead, core.lead = core.lead, None
     for item in lead.pending:
         if item.kind == "reply":

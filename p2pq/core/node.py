@@ -178,6 +178,8 @@ class NodeCore(NodeState):
                 raise
             except Exception as exc:
                 self._event_failed(None, exc)
+        if self.ended_views:
+            self.push_ended()
         if self.term < terms_before[0] or self.max_term < terms_before[1]:
             raise InvariantViolation(f"terms went back from {terms_before[0]} (seen {terms_before[1]}) "
                                      f"to {self.term} (seen {self.max_term}) (G3)")

@@ -18,7 +18,7 @@ from .events import Command, PersistTerm, Push, Reply, Send
 from .leader import FollowerProgress, Leadership
 from .messages import ForwardPush, ForwardReply
 from . import dependencies
-from .tasks import Attempt, TaskRecord, TaskState, TaskTable, describe, describe_end
+from .tasks import Attempt, TaskRecord, TaskState, TaskTable, approx_bytes, describe, describe_end
 from .types import TRANSITIONS, ZERO_TERM, Config, IllegalTransition, NodeId, Rank, Role, Term, Trigger
 
 if TYPE_CHECKING:
@@ -28,6 +28,21 @@ if TYPE_CHECKING:
 # 30 ms of encoding for the sender and 70 ms of decoding and merging for the
 # receiver, so a big table never holds the heartbeats up (10,000 records/s).
 BULK_RECORDS = 2048
+WATCH_PUSH_BYTES = 256 * 1024  # task views in one push of a watch, about (a result may be 1 MiB)
+
+
+def push_parts(views: list[dict]) -> Iterator[list[dict]]:
+    """`views` cut in parts of about WATCH_PUSH_BYTES (at least one view each): a frame holds 16 MiB."""
+    part: list[dict] = []
+    size = 0
+    for view in views:
+        if part and size > WATCH_PUSH_BYTES:
+            yield part
+            part, size = [], 0
+        part.append(view)
+        size += 64 + approx_bytes(view.get("result"))
+    if part:
+        yield part
 BULK_BYTES = 4 * 1024 * 1024  # records' estimated size: big arguments go 20 MB/s
 
 
@@ -99,6 +114,7 @@ class NodeState:
         self.out: list[Command] = []
         self.persist: list[Command] = []
         self.dirty: dict[str, TaskRecord] = {}
+        self.ended_views: dict[tuple[NodeId, int], list[dict]] = {}  # watched tasks ended this step
         self._deciding: list[str] = []  # blocked tasks, and ended tasks with dependents, to decide (leader)
         self._in_decide = False
 
@@ -149,11 +165,12 @@ class NodeState:
                     continue
                 view = describe_end(new)
                 watched.discard(new.task_id)
-                if watched:
-                    self.push(target, {"ok": True, "tasks": [view]})
-                else:  # the last task the watch waited for
+                ended = self.ended_views.setdefault(target, [])
+                ended.append(view)
+                if not watched:  # the last task the watch waited for: the reply, with what is held back
                     del lead.watches[target]
-                    self.reply(target, {"ok": True, "tasks": [view]})
+                    del self.ended_views[target]
+                    self.reply(target, {"ok": True, "tasks": ended})
         state = new.state
         if state is TaskState.BLOCKED or (state.terminal and self.table.has_dependents(new.task_id)):
             self._deciding.append(new.task_id)
@@ -205,6 +222,14 @@ class NodeState:
             self.out.append(Reply(request_id, body))
         else:
             self.send(origin, ForwardReply(request_id, body))
+
+    def push_ended(self) -> None:
+        """Push the views of the tasks that ended in this step, one push per watch (the end of
+        a step, and before a step down): a step that ends many tasks sends one frame, not many."""
+        views, self.ended_views = self.ended_views, {}
+        for target, ended in views.items():
+            for part in push_parts(ended):
+                self.push(target, {"ok": True, "tasks": part})
 
     def push(self, target: tuple[NodeId, int], body: dict) -> None:
         """Tell a client part of an answer that has more to come (a watch), the way reply() does."""

@@ -92,3 +92,21 @@ def test_cancel_queued_only_leaves_a_running_task_running():
     [reply] = [r for r in of(out, Reply) if r.request_id == 5]
     assert reply.body == {"ok": True, "id": "t1", "state": "running"}
     assert not n3.table.get("t1").cancelled
+
+
+def test_tasks_ended_in_one_step_go_in_one_push_and_the_last_in_the_reply():
+    n3 = leader_holding("t1", "t2", "t3", "t4")
+    n3.handle(ClientRequested(2, Watch(("t1", "t2", "t3", "t4"))), 1.6)
+    out = n3.handle_batch([ClientRequested(3, Cancel("t1")), ClientRequested(4, Cancel("t2"))], 1.7)
+    assert [[v["id"] for v in p.body["tasks"]] for p in of(out, Push)] == [["t1", "t2"]]
+    out = n3.handle_batch([ClientRequested(5, Cancel("t3")), ClientRequested(6, Cancel("t4"))], 1.8)
+    assert of(out, Push) == []  # the last one ends the watch: its reply carries both
+    assert [[v["id"] for v in r.body["tasks"]] for r in of(out, Reply) if r.request_id == 2] == [["t3", "t4"]]
+
+
+def test_push_parts_are_bounded_in_bytes():
+    from p2pq.core.state import WATCH_PUSH_BYTES, push_parts
+    views = [{"id": f"t{i}", "result": {"value": "x" * 100_000}} for i in range(10)]
+    parts = list(push_parts(views))
+    assert [v for part in parts for v in part] == views and len(parts) > 1
+    assert all(sum(len(v["result"]["value"]) for v in part) <= WATCH_PUSH_BYTES + 100_000 for part in parts)
