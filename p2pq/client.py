@@ -21,7 +21,6 @@ import os
 import socket
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
@@ -103,7 +102,8 @@ def make_spec(target: str, args: Iterable[Any] = (), *, kind: str | None = None,
 
 
 def new_task_id() -> str:
-    return uuid.uuid4().hex[:16]
+    """16 hex digits from the OS's random source (64 bits: a clash is not a concern)."""
+    return os.urandom(8).hex()
 
 
 class AsyncClient:
@@ -636,7 +636,7 @@ class Client:
         if acked.exception() is not None:
             future._refused(acked.exception())
             return
-        future._acknowledged.set()
+        future._held_now()
 
     @staticmethod
     def _ended(future: TaskFuture, ended: asyncio.Future) -> None:

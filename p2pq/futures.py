@@ -87,6 +87,9 @@ def shell(argv: str | Sequence[Any], *, cwd: str | None = None, env: dict[str, s
     return Shell(tuple(str(a) for a in argv), cwd, dict(env) if env else None)
 
 
+_HELD = threading.Condition()  # a future's submit was answered (TaskFuture.acknowledged)
+
+
 class TaskFuture(concurrent.futures.Future):
     """The future of one task on the cluster; `id` is its task id, known at once."""
 
@@ -95,7 +98,7 @@ class TaskFuture(concurrent.futures.Future):
         self.id = task_id
         self.spec = spec
         self._client = client
-        self._acknowledged = threading.Event()  # the cluster holds the task (or refused it)
+        self._held = False  # the cluster holds the task (or refused it); under _HELD
         self._ack = None  # the submit's asyncio future, on the client's loop thread
 
     def __repr__(self) -> str:
@@ -103,11 +106,12 @@ class TaskFuture(concurrent.futures.Future):
 
     def acknowledged(self, timeout: float | None = None) -> bool:
         """Wait until the cluster holds the task (or refused it); False if `timeout` passed first."""
-        return self._acknowledged.wait(timeout)
+        with _HELD:  # one condition for every future (its own would wake result() waiters early)
+            return _HELD.wait_for(lambda: self._held or self._state != "PENDING", timeout)
 
     def status(self) -> dict:
         """The task's view from the leader now (state, attempts, result): one round trip."""
-        self._acknowledged.wait()
+        self.acknowledged()
         if self.done() and not self.cancelled() and isinstance(self.exception(), P2PQError) and \
                 not isinstance(self.exception(), TaskFailed):
             raise self.exception()  # the submit itself was refused: there is no task to ask about
@@ -121,7 +125,7 @@ class TaskFuture(concurrent.futures.Future):
         """
         if self.done():
             return self.cancelled()
-        self._acknowledged.wait()
+        self.acknowledged()
         if self.done():
             return self.cancelled()
         try:
@@ -141,8 +145,13 @@ class TaskFuture(concurrent.futures.Future):
                 self.set_running_or_notify_cancel()
 
     # -- what the client's loop thread calls ---------------------------------------------
+    def _held_now(self) -> None:
+        with _HELD:
+            self._held = True
+            _HELD.notify_all()
+
     def _refused(self, exc: BaseException) -> None:
-        self._acknowledged.set()
+        self._held_now()
         with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled meanwhile
             self.set_exception(exc)
 
