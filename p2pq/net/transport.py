@@ -23,7 +23,10 @@ Theory of operation.
   and an established connection we read from is dropped after
   idle_timeout_s without a byte. Senders keep their connections alive with
   a "keepalive" frame after KEEPALIVE_S of quiet (nodes on their links, clients
-  on their channels); keepalives never reach the layers above.
+  on their channels, nodes to their clients); keepalives never reach the layers
+  above. A client that hears nothing from its node for CLIENT_SILENCE_S (a
+  machine that lost power sends no reset) drops the connection and goes on
+  through another node.
 - Every background task is in self._tasks and is cancelled by close().
 """
 
@@ -73,6 +76,7 @@ _READ_CHUNK_BYTES = 256 * 1024
 KEEPALIVE_S = 10.0
 IDLE_TIMEOUT_S = 45.0
 PING = "keepalive"
+CLIENT_SILENCE_S = 3 * KEEPALIVE_S  # a client drops a node it heard nothing from for this long
 
 Message = dict[str, Any]
 
@@ -731,7 +735,7 @@ class Transport:
         try:
             reason = await self._pump(reader, writer, conn._outbox,
                                       lambda msg: self._on_client_message(conn, msg),
-                                      idle_s=self._idle_timeout_s)
+                                      idle_s=self._idle_timeout_s, keepalive_s=self._keepalive_s)
             log.debug("client %s disconnected: %s", cn, reason)
         finally:
             conn.closed = True
@@ -994,7 +998,15 @@ class ClientChannel:
     async def _read_loop(self) -> None:
         try:
             while True:
-                reply = await read_frame(self._reader, self._max_frame_bytes)
+                try:  # the node sends a keepalive after KEEPALIVE_S of quiet: silence this long is a dead node
+                    async with asyncio.timeout(CLIENT_SILENCE_S):
+                        reply = await read_frame(self._reader, self._max_frame_bytes)
+                except TimeoutError:
+                    self._fail_pending(f"no word from {self._where} for {CLIENT_SILENCE_S:g} s (its machine "
+                                       "may be down)")
+                    return
+                if reply["type"] == PING:
+                    continue
                 req = reply.get("req")
                 if reply["type"] == "push":
                     on_push = self._on_push.get(req)

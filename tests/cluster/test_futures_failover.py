@@ -53,3 +53,19 @@ def test_blocked_tasks_survive_a_leader_kill_and_run_after_their_dependency():
             assert [f.result(timeout=60) for f in chain] == list(range(5)) and last.result(timeout=60) == 100
             ended = client.status(first.id)["attempts"][-1]["ended_at"]
             assert all(client.status(f.id)["attempts"][0]["started_at"] >= ended for f in chain)
+
+
+def test_a_client_whose_node_freezes_goes_on_through_another(monkeypatch):
+    from p2pq.net import transport
+    monkeypatch.setattr(transport, "CLIENT_SILENCE_S", 2.0)  # 30 s in use: three missed keepalives
+    with LocalCluster(3, slots=2, extra_args=["--pythonpath", str(TASKS)]) as cluster:
+        leader, _ = cluster.leader()
+        member = next(i for i in cluster.running_indexes() if i != leader)
+        with p2pq.Executor(cluster.nodes[member].address, cluster_dir=cluster.cluster_dir) as ex:
+            futures = [ex.submit("exec_tasks:pause", 0.05, i) for i in range(100)]
+            wait_for(lambda: sum(f.done() for f in futures) >= 10, 60, "10 results before the freeze")
+            cluster.kill(member, signal.SIGSTOP)  # sockets open, no reset: only silence tells
+            try:
+                assert [f.result(timeout=60) for f in futures] == list(range(100))
+            finally:
+                cluster.kill(member, signal.SIGCONT)

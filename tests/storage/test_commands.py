@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from p2pq.core.events import (ACTIONS, COMMANDS, DURABLE, ForgetPeer, ForgetRecords, Note, PersistRecords,
-                              PersistTerm, Reply, RunTask, Send, SetTimer, Step, StopTask, bind_commands, carry_out)
+                              PersistTerm, Push, Reply, RunTask, Send, SetTimer, Step, StopTask, bind_commands, carry_out)
 from p2pq.core.messages import Leave
 from p2pq.core.tasks import TaskRecord, TaskSpec
 from p2pq.core.types import Term
@@ -22,7 +22,8 @@ RECORD = TaskRecord("t1", SPEC, (1, 1), 0.0)
 
 def one_of_each() -> Step:
     step = Step((PersistTerm(Term(2, "n2")), PersistRecords((RECORD,)), ForgetRecords(("t0",))),
-                (Send("n2", Leave()), SetTimer("retry", 5.0), Reply(1, {"ok": True}),
+                (Send("n2", Leave()), SetTimer("retry", 5.0), Push(2, {"ok": True, "tasks": []}),
+                 Reply(1, {"ok": True}),
                  RunTask("t1", "0.n1.1", SPEC), StopTask("t1", "0.n1.1"), ForgetPeer("n3"),
                  Note("leader_elected", {"node": "n1"})))
     assert {type(c) for c in step} == set(COMMANDS)  # a new command type must join this test
@@ -50,13 +51,14 @@ def test_the_runtime_carries_out_every_command(tmp_path):
     loop = asyncio.new_event_loop()
     reply = loop.create_future()
     runtime._clients[1] = (reply, 0)
+    runtime._clients[2] = (SimpleNamespace(send=lambda frame: done.append(f"{frame['type']} {frame['req']}")), "r2")
     runtime._note = lambda kind, detail: done.append(f"note {kind}")
 
     async def carry_out():
         runtime._carry_out(one_of_each().actions)
     loop.run_until_complete(carry_out())
-    assert done == ["send n2 leave", "run 0.n1.1", "stop 0.n1.1", "forget n3", "note leader_elected"]
-    assert "retry" in runtime._timers and reply.result() == {"ok": True}
+    assert done == ["send n2 leave", "push r2", "run 0.n1.1", "stop 0.n1.1", "forget n3", "note leader_elected"]
+    assert "retry" in runtime._timers and reply.result() == {"ok": True} and 2 in runtime._clients  # still open
     for handle in runtime._timers.values():
         handle.cancel()
     loop.close()
@@ -68,9 +70,10 @@ def test_the_simulator_carries_out_every_command():
     node.alive = True
     answers = []
     world.client_waiting[("n1", 1)] = answers.append
+    world.client_waiting[("n1", 2)] = answers.append
     carry_out(one_of_each(), world._do, node)
     assert node.disk_term == Term(2, "n2") and node.disk_records["t1"] is RECORD and "t0" in node.disk_forgotten
-    assert node.timers["retry"] == 5.0 and answers == [{"ok": True}]
+    assert node.timers["retry"] == 5.0 and answers == [{"ok": True, "tasks": []}, {"ok": True}]
     assert world.peers_forgotten == [(world.now, "n1", "n3")] and world.messages_by_type["leave"] == 1
 
 
