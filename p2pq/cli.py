@@ -441,15 +441,14 @@ def _submit_each(node, cluster_dir, specs: list, lines: list[str], wait: bool, a
             if not wait:
                 return {}
             done: dict[str, dict] = {}
-            limit = asyncio.Semaphore(256)  # waits in flight on the one connection
             columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
             with Progress(*columns, transient=True, disable=as_json) as progress:
                 bar = progress.add_task(f"{len(tasks)} tasks", total=len(tasks))
 
                 async def follow(task_id: str) -> None:
-                    async with limit:
-                        done[task_id] = await client.wait(task_id)
+                    done[task_id] = await ended[task_id]  # pushed by the node as each task ends
                     progress.advance(bar)
+                ended = {task_id: client.watch(task_id) for task_id, _ in tasks}  # one request for all
                 await asyncio.gather(*(follow(task_id) for task_id, _ in tasks))
             return done
     try:

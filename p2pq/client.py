@@ -608,6 +608,7 @@ class Client:
                 self._loop.call_soon_threadsafe(self._drain)
             except RuntimeError:  # closed
                 self._inbox.clear()
+                self._woken = False
                 raise P2PQError(ErrorCode.INVALID, "this client is closed") from None
 
     def _drain(self) -> None:
