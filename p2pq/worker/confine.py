@@ -82,6 +82,7 @@ class Scope:
         self.group = group
         self.rlimit_bytes = rlimit_bytes  # set in each process (no memory.max here)
         self._needle = f"{MARKER}={marker}".encode()
+        self._no_events = False  # the group has no memory.events (no memory controller): never will
 
     @property
     def env(self) -> dict[str, str]:
@@ -98,13 +99,15 @@ class Scope:
 
     def oom_kills(self) -> int:
         """How many times the kernel OOM-killed in this scope (memory.max reached)."""
-        if self.group is None:
+        if self.group is None or self._no_events:
             return 0
         try:
             for line in (self.group / "memory.events").read_text().splitlines():
                 key, _, value = line.partition(" ")
                 if key == "oom_kill":
                     return int(value)
+        except FileNotFoundError:
+            self._no_events = True  # not worth a failed open at every task
         except OSError:
             pass
         return 0

@@ -150,6 +150,7 @@ class _Child:
         self._protocol = protocol
         self._stdin = transport.get_pipe_transport(0)
         self.pid = transport.get_pid()
+        self.oom_kills_before = 0  # its scope's OOM kills when it started (memory.events)
 
     @classmethod
     async def spawn(cls, scope: Scope, output_cap_bytes: int, python_path: tuple[str, ...] = ()) -> _Child:
@@ -242,7 +243,9 @@ class _Slot:
             await self._dying.wait_closed()  # one process per slot, even briefly
             self._dying = None
         await self._reap_leftovers()
-        return await _Child.spawn(self.py_scope, self.output_cap_bytes, self.python_path)
+        child = await _Child.spawn(self.py_scope, self.output_cap_bytes, self.python_path)
+        child.oom_kills_before = self.py_scope.oom_kills()  # so a death is told from an OOM kill
+        return child
 
     async def _reap_leftovers(self) -> None:
         pids, self._leftovers = self._leftovers, []
@@ -520,12 +523,11 @@ class Executor:
             child = await slot.child()
         except Exception as exc:  # noqa: BLE001
             return Outcome("failed", error=f"worker process failed to start: {exc}")
-        oom_kills = slot.py_scope.oom_kills()
         try:
             reply = await child.call(frame)
         except _ChildDied as exc:
             slot.replace()
-            if slot.py_scope.oom_kills() > oom_kills:  # memory.max: the kernel killed it
+            if slot.py_scope.oom_kills() > child.oom_kills_before:  # memory.max: the kernel killed it
                 return Outcome("failed", error=self._memory_error())
             return Outcome("failed", error=str(exc))
         except BaseException:
