@@ -174,7 +174,8 @@ def main() -> None:
         row = measure(n, args.idle_s)
         rows.append(row)
         print(f"{n:>4} {row['formed_s']:>7} {row['idle_cpu_pct_per_node']:>16} {row['idle_cpu_pct_leader']:>9} "
-              f"{row['sends_per_s_per_node']:>13} {row['sends_per_s_leader']:>7} {row['rss_mib_per_node']:>8} {row['failover_first_ack_s']!s:>12} "
+              f"{row['sends_per_s_per_node']:>13} {row['sends_per_s_leader']:>7} {row['rss_mib_per_node']:>8} "
+              f"{row['failover_first_ack_s']!s:>12} "
               f"{row['failover_all_agree_s']!s:>12} {row['terms_for_one_death']!s:>6}", flush=True)
     if args.json_path:
         args.json_path.write_text(json.dumps(rows, indent=2))

@@ -301,9 +301,8 @@ class Executor(concurrent.futures.Executor):
         how = _target_of(fn)
         end = None if timeout is None else time.monotonic() + timeout
         calls = zip(*iterables)
-        futures: collections.deque[TaskFuture] = collections.deque(
-            self._submit(how, args, {}) for args in (calls if buffersize is None else
-                                                        _take(calls, buffersize)))
+        first = calls if buffersize is None else _take(calls, buffersize)
+        futures: collections.deque[TaskFuture] = collections.deque(self._submit(how, args, {}) for args in first)
         return self._results(futures, calls if buffersize is not None else iter(()), how, end)
 
     def _results(self, futures: collections.deque, calls: Iterator, how: tuple, end: float | None):

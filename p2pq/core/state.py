@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 # 30 ms of encoding for the sender and 70 ms of decoding and merging for the
 # receiver, so a big table never holds the heartbeats up (10,000 records/s).
 BULK_RECORDS = 2048
+BULK_BYTES = 4 * 1024 * 1024  # records' estimated size: big arguments go 20 MB/s
 WATCH_PUSH_BYTES = 256 * 1024  # task views in one push of a watch, about (a result may be 1 MiB)
 
 
@@ -43,7 +44,6 @@ def push_parts(views: list[dict]) -> Iterator[list[dict]]:
         size += 64 + approx_bytes(view.get("result"))
     if part:
         yield part
-BULK_BYTES = 4 * 1024 * 1024  # records' estimated size: big arguments go 20 MB/s
 
 
 @dataclass(slots=True)

@@ -44,8 +44,8 @@ def test_a_task_is_blocked_until_its_dependencies_succeed_then_runs_in_order():
     n3 = leader(slots=1)
     [ack] = submit(n3, [("a", spec()), ("b", spec("a")), ("c", spec("a", "b"))])
     assert ack["ok"] and ack["ids"] == ["a", "b", "c"]
-    assert (state(n3, "a"), state(n3, "b"), state(n3, "c")) == (TaskState.RUNNING, TaskState.BLOCKED,
-                                                               TaskState.BLOCKED)
+    states = (state(n3, "a"), state(n3, "b"), state(n3, "c"))
+    assert states == (TaskState.RUNNING, TaskState.BLOCKED, TaskState.BLOCKED)
     out = finish(n3, "a", SUCCEEDED, 2.0)
     assert [r.task_id for r in of(out, RunTask)] == ["b"] and state(n3, "c") is TaskState.BLOCKED
     assert n3.table.get("b").released
