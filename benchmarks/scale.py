@@ -1,6 +1,6 @@
 """How the cost of a cluster grows with its size: real nodes on loopback, n = 5, 10, 20, 40.
 
-    python benchmarks/scale.py --sizes 5,10,20,40 [--idle-s 10] [--json out.json]
+    python benchmarks/scale.py --sizes 5,10,20,40 [--idle-s 10] [--node-args '--election ranked']
 
 For each n: n nodes (1 slot each, a --peer seed, no mDNS) are started at
 once, and the script measures
@@ -109,9 +109,9 @@ def agreed_leader(cluster: LocalCluster, indexes: list[int]) -> tuple[str, str] 
     return (leader, term) if leader else None
 
 
-def measure(n: int, idle_s: float) -> dict:
+def measure(n: int, idle_s: float, node_args: list[str]) -> dict:
     start = time.monotonic()
-    with LocalCluster(n, slots=1) as cluster:  # waits until formed (wait_formed)
+    with LocalCluster(n, slots=1, extra_args=node_args) as cluster:  # waits until formed (wait_formed)
         formed_s = time.monotonic() - start
         pids = [node.process.pid for node in cluster.nodes]
         time.sleep(1.0)  # let the first followers and slots settle before idling
@@ -159,6 +159,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="5,10,20,40", help="comma-separated cluster sizes")
     parser.add_argument("--idle-s", type=float, default=10.0, help="seconds of idle CPU measured")
+    parser.add_argument("--node-args", default="", help="more `p2pq node` flags, e.g. '--election ranked'")
     parser.add_argument("--json", dest="json_path", type=Path, default=None)
     args = parser.parse_args()
     try:
@@ -171,7 +172,7 @@ def main() -> None:
     print(f"{'n':>4} {'form s':>7} {'idle CPU %/node':>16} {'leader %':>9} {'sends/s/node':>13} "
           f"{'leader':>7} {'RSS MiB':>8} {'first ack s':>12} {'all agree s':>12} {'terms':>6}")
     for n in sizes:
-        row = measure(n, args.idle_s)
+        row = measure(n, args.idle_s, args.node_args.split())
         rows.append(row)
         print(f"{n:>4} {row['formed_s']:>7} {row['idle_cpu_pct_per_node']:>16} {row['idle_cpu_pct_leader']:>9} "
               f"{row['sends_per_s_per_node']:>13} {row['sends_per_s_leader']:>7} {row['rss_mib_per_node']:>8} "

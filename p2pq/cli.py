@@ -156,6 +156,11 @@ def _parse_task_memory(ctx, param, value):
               help="Followers holding every acknowledged task.")
 @click.option("--quorum", type=click.IntRange(0), default=0, show_default=True,
               help="Cluster size N for quorum mode (only a majority serves); 0 = available mode.")
+@click.option("--election", type=click.Choice(["classic", "ranked"]), default="classic", show_default=True,
+              help="When the leader dies: classic = every node elects (ELECTION to each live node above "
+                   "it); ranked = a node that knows a live node above it waits for that node's "
+                   "COORDINATOR and elects only if none comes (O(n) messages; for big clusters). "
+                   "Every node of a cluster should use the same.")
 @click.option("--http", "http_port", type=click.IntRange(0, 65535), default=None,
               help="Serve the HTTP API and dashboard on this port.")
 @click.option("--http-host", default="127.0.0.1", show_default=True,
@@ -190,8 +195,8 @@ def _parse_task_memory(ctx, param, value):
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
 def node(cluster_dir, data_dir, host, port, advertise, peers, no_mdns, mdns_interfaces, priority, slots, prefetch,
-         prefetch_below_ms, replicas, quorum, http_port, http_host, node_id, durability, retain_finished, retain_finished_s, forget_after_s,
-         heartbeat_ms, failure_timeout_ms, task_memory, python_path, log_level):
+         prefetch_below_ms, replicas, quorum, election, http_port, http_host, node_id, durability, retain_finished,
+         retain_finished_s, forget_after_s, heartbeat_ms, failure_timeout_ms, task_memory, python_path, log_level):
     """Run a node: join (or found) the cluster, hold the queue, run tasks.
 
     Start the same command on every machine. Nodes find each other by mDNS,
@@ -212,7 +217,7 @@ def node(cluster_dir, data_dir, host, port, advertise, peers, no_mdns, mdns_inte
                         replicas=replicas, quorum=quorum, slots=slots if slots is not None else (_os.cpu_count() or 1),
                         prefetch=prefetch, prefetch_below_s=prefetch_below_ms / 1000,
                         retain_finished=retain_finished, retain_finished_s=retain_finished_s,
-                        forget_after_s=forget_after_s)
+                        forget_after_s=forget_after_s, election=election)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     settings = NodeSettings(cluster_dir=_cluster_dir(cluster_dir), data_dir=data_dir, host=host, port=port,

@@ -116,6 +116,8 @@ def check_leader(core: NodeState) -> bool:
         return False
     if core.leader in core.peers:
         core.peers[core.leader].alive = False
+    if core.config.election == "ranked" and core.leader and election.defer(core):
+        return True
     election.start_election(core, "leader silent" if core.leader else "no leader")
     return True
 

@@ -87,6 +87,7 @@ class Trigger(enum.Enum):
     OUR_LEADER = "our_leader"        # step 5: the leader of our own term is alive after all
     FENCED = "fenced"                # G3: our term is stale and we do not outrank its leader
     LEAVE = "leave"                  # the operator stops the node
+    DEFERRED = "deferred"            # ranked election, step 1: a live node above us takes over; wait for it
 
 
 _M, _E, _W, _G, _L = Role.MEMBER, Role.ELECTING, Role.WAITING, Role.GATHERING, Role.LEADER
@@ -98,6 +99,7 @@ TRANSITIONS: dict[tuple[Role, Role], frozenset[Trigger]] = {
     (_G, _E): frozenset({Trigger.ELECTION}),
     (_L, _E): frozenset({Trigger.ELECTION}),
     (_E, _W): frozenset({Trigger.ANSWER}),
+    (_M, _W): frozenset({Trigger.DEFERRED}),
     (_E, _G): frozenset({Trigger.NO_ANSWER}),
     (_G, _L): frozenset({Trigger.GATHERED}),
     (_E, _M): frozenset({Trigger.COORDINATOR, Trigger.OUR_LEADER, Trigger.LEAVE}),
@@ -105,6 +107,9 @@ TRANSITIONS: dict[tuple[Role, Role], frozenset[Trigger]] = {
     (_G, _M): frozenset({Trigger.COORDINATOR, Trigger.FENCED, Trigger.LEAVE}),
     (_L, _M): frozenset({Trigger.COORDINATOR, Trigger.FENCED, Trigger.LEAVE}),
 }
+
+
+ELECTIONS = ("classic", "ranked")
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +149,11 @@ class Config:
     forget_after_s         a node dead this long is forgotten: no more
                            heartbeats or redials; it rejoins as new when it
                            comes back (announcing itself, or seen by mDNS).
+    election               "classic": when the leader falls silent every node
+                           elects (ELECTION to every live node above it).
+                           "ranked": a node that knows a live node above it
+                           waits for that node's COORDINATOR instead, and
+                           elects only if none comes (election.py).
     """
 
     heartbeat_interval_s: float = 0.2
@@ -163,8 +173,11 @@ class Config:
     retain_finished: int = 10_000
     retain_finished_s: float = 7 * 24 * 3600.0
     forget_after_s: float = 600.0
+    election: str = "classic"
 
     def __post_init__(self) -> None:
+        if self.election not in ELECTIONS:
+            raise ValueError(f"election must be one of {', '.join(ELECTIONS)}")
         if self.heartbeat_interval_s <= 0:
             raise ValueError("heartbeat_interval_s must be positive")
         if self.failure_timeout_s <= self.heartbeat_interval_s:

@@ -26,6 +26,9 @@ class UserError(click.ClickException):
 @click.option("--nodes", type=click.IntRange(1, 64), default=5, show_default=True)
 @click.option("--mode", type=click.Choice(["available", "quorum", "both"]), default="available",
               show_default=True, help="available: both sides of a partition serve. quorum: only a majority.")
+@click.option("--election", type=click.Choice(["classic", "ranked"]), default="classic", show_default=True,
+              help="classic: every node elects when the leader dies. ranked: a node that knows a live node "
+                   "above it waits for that node instead (O(n) messages).")
 @click.option("--duration", "duration_s", type=click.FloatRange(3.0), default=None,
               help="Seconds of faults before the heal (default: the scenario's own).")
 @click.option("--jobs", type=click.IntRange(1), default=None,
@@ -37,7 +40,7 @@ class UserError(click.ClickException):
 @click.option("--trace", is_flag=True, help="With --seed: print the cluster's notes (elections, deaths).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.option("--list", "list_scenarios", is_flag=True, help="List the scenarios and exit.")
-def sim(scenario, n_seeds, first_seed, seed, nodes, mode, duration_s, jobs, out_dir, report_dir, trace,
+def sim(scenario, n_seeds, first_seed, seed, nodes, mode, election, duration_s, jobs, out_dir, report_dir, trace,
         as_json, list_scenarios):
     """Run SCENARIO in the deterministic simulator and check nothing was lost.
 
@@ -72,7 +75,8 @@ def sim(scenario, n_seeds, first_seed, seed, nodes, mode, duration_s, jobs, out_
     seeds = range(seed, seed + 1) if seed is not None else range(first_seed, first_seed + n_seeds)
     modes = MODES if mode == "both" else (mode,)
     sweeps = run_sweeps([(n, m) for n in names for m in modes], seeds, nodes, duration_s, jobs,
-                         quiet=as_json, keep=trace and seed is not None)
+                         quiet=as_json, keep=trace and seed is not None,
+                         config={"election": election} if election != "classic" else None)
     _report(sweeps, as_json, trace and seed is not None, out_dir)
     if any(s.failures for s in sweeps):
         sys.exit(1)
@@ -91,7 +95,8 @@ def _resolve(scenario: str) -> list[str]:
     return [found.source or found.name]
 
 
-def run_sweeps(combos, seeds, nodes, duration_s, jobs, *, quiet: bool, keep: bool) -> list:
+def run_sweeps(combos, seeds, nodes, duration_s, jobs, *, quiet: bool, keep: bool,
+               config: dict | None = None) -> list:
     """Every (scenario, mode) over the seeds, with one progress bar over all runs."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -117,7 +122,7 @@ def run_sweeps(combos, seeds, nodes, duration_s, jobs, *, quiet: bool, keep: boo
         for name, mode in combos:
             bar.update(task, description=f"{name} ({mode})")
             out.append(sweep(name, seeds, mode=mode, nodes=nodes, on_result=advance, jobs=jobs,
-                             keep_world=keep, duration_s=duration_s))
+                             keep_world=keep, duration_s=duration_s, config=config))
     return out
 
 

@@ -32,6 +32,7 @@ class RunResult:
     own_duration_s: float = DEFAULT_DURATION_S  # the scenario's default, left out of replay commands
     wall_s: float = 0.0
     world: World | None = field(default=None, repr=False)
+    election: str = "classic"
 
     @property
     def ok(self) -> bool:
@@ -49,6 +50,8 @@ class RunResult:
                    f"--mode {self.mode}")
         if self.duration_s != self.own_duration_s:
             command += f" --duration {self.duration_s:g}"
+        if self.election != "classic":
+            command += f" --election {self.election}"
         return command + " --trace"
 
 
@@ -83,7 +86,7 @@ def run(scenario_name: str, scenario: ScheduleFn, seed: int, *, nodes: int = 5, 
                    codec_errors=world.codec_errors)
     return RunResult(scenario_name, seed, nodes, mode, report, world.trace_hash, drained, world.now,
                      leader, duration, getattr(scenario, "source", None), own_duration,
-                     world=world if keep_world else None)
+                     world=world if keep_world else None, election=config.election)
 
 
 def heal_everything(world: World, restart_crashed: bool = True) -> None:

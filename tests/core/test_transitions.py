@@ -36,6 +36,8 @@ def test_every_edge_of_the_role_table_is_taken(taken):
     for name in ("leader-crash", "isolate-leader", "bridge", "pause-leader", "seed-discovery", "one-way"):
         for seed, quorum in itertools.product(range(3), (0, 5)):
             run(name, SCENARIOS[name], seed, mode="quorum" if quorum else "available", config=Config(quorum=quorum))
+    for seed in range(3):  # the ranked election defers to a live node above
+        run("leader-crash", SCENARIOS["leader-crash"], seed, config=Config(election="ranked"))
     # Leaving, from each role but member.
     electing = node("n1", 1, {"n2": 2})
     electing.handle(TimerFired("tick"), 1.3)
