@@ -167,10 +167,12 @@ class NodeState:
                 watched.discard(new.task_id)
                 ended = self.ended_views.setdefault(target, [])
                 ended.append(view)
-                if not watched:  # the last task the watch waited for: the reply, with what is held back
+                if not watched:  # the last task the watch waited for: what is held back, the reply last
                     del lead.watches[target]
-                    del self.ended_views[target]
-                    self.reply(target, {"ok": True, "tasks": ended})
+                    parts = list(push_parts(self.ended_views.pop(target)))
+                    for part in parts[:-1]:
+                        self.push(target, {"ok": True, "tasks": part})
+                    self.reply(target, {"ok": True, "tasks": parts[-1]})
         state = new.state
         if state is TaskState.BLOCKED or (state.terminal and self.table.has_dependents(new.task_id)):
             self._deciding.append(new.task_id)

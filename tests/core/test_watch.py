@@ -110,3 +110,17 @@ def test_push_parts_are_bounded_in_bytes():
     parts = list(push_parts(views))
     assert [v for part in parts for v in part] == views and len(parts) > 1
     assert all(sum(len(v["result"]["value"]) for v in part) <= WATCH_PUSH_BYTES + 100_000 for part in parts)
+
+
+def test_a_watch_whose_tasks_all_end_in_one_step_is_answered_in_parts_that_fit_a_frame(monkeypatch):
+    import p2pq.core.state as state
+    monkeypatch.setattr(state, "WATCH_PUSH_BYTES", 100)  # a few views per part
+    ids = tuple(f"t{i}" for i in range(12))
+    n3 = leader_holding(*ids)
+    n3.handle(ClientRequested(2, Watch(ids)), 1.6)
+    out = n3.handle_batch([ClientRequested(10 + i, Cancel(t)) for i, t in enumerate(ids)], 1.7)
+    pushes = [p for p in of(out, Push) if p.request_id == 2]
+    [final] = [r for r in of(out, Reply) if r.request_id == 2]
+    parts = [[v["id"] for v in p.body["tasks"]] for p in pushes] + [[v["id"] for v in final.body["tasks"]]]
+    assert len(parts) > 1 and [t for part in parts for t in part] == list(ids)
+    assert out.actions.index(final) > max(out.actions.index(p) for p in pushes)  # the reply comes last
