@@ -16,7 +16,6 @@ from typing import Any
 
 from . import dependencies, scheduler
 from .errors import ErrorCode, error, submit_ack
-from .events import Push, Reply
 from .messages import Cancel, Forward, ForwardPush, ForwardReply, Query, Submit, Wait, Watch
 from .state import NodeState, push_parts
 from .tasks import TaskRecord, TaskSpec, TaskState, describe, describe_end
@@ -31,22 +30,11 @@ def fail_forwarded(core: NodeState, code: ErrorCode, to: NodeId | None = None) -
             _answer(core, request_id, error(code, "the leader changed while handling the request; retry"))
 
 
-def _answer(core: NodeState, request_id: int, body: dict) -> None:
-    """The reply to a request we forwarded: to our client, or back to the node we relay for."""
-    origin = core.relays.pop(request_id, None)
-    if origin is not None:
-        core.reply(origin, body)
-    else:
-        core.out.append(Reply(request_id, body))
-
-
-def _pass_on(core: NodeState, request_id: int, body: dict) -> None:
-    """A part of the answer to a request we forwarded (a watch's results): on, and it stays open."""
-    origin = core.relays.get(request_id)
-    if origin is not None:
-        core.push(origin, body)
-    else:
-        core.out.append(Push(request_id, body))
+def _answer(core: NodeState, request_id: int, body: dict, final: bool = True) -> None:
+    """The reply to a request we forwarded: to our client, or back to the node we relay for.
+    A part of it with more to come (`final` False, a watch's results) keeps the relay open."""
+    origin = core.relays.pop(request_id, None) if final else core.relays.get(request_id)
+    core.reply(origin if origin is not None else (core.id, request_id), body, final)
 
 
 def _hand_on(core: NodeState, to: NodeId, target: tuple[NodeId, int], request: Any) -> None:
@@ -234,4 +222,4 @@ def on_forward_reply(core: NodeState, sender: NodeId, msg: ForwardReply) -> None
 def on_forward_push(core: NodeState, sender: NodeId, msg: ForwardPush) -> None:
     """A part of the answer to a request we handed on; the request stays forwarded."""
     if msg.request_id in core.forwarded:
-        _pass_on(core, msg.request_id, msg.body)
+        _answer(core, msg.request_id, msg.body, final=False)

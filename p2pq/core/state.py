@@ -217,13 +217,14 @@ class NodeState:
     def send(self, to: NodeId, message: Any) -> None:
         self.out.append(Send(to, message))
 
-    def reply(self, target: tuple[NodeId, int], body: dict) -> None:
-        """Answer a client: ours directly, another node's through that node."""
+    def reply(self, target: tuple[NodeId, int], body: dict, final: bool = True) -> None:
+        """Answer a client: ours directly, another node's through that node. A part of an
+        answer with more to come (a watch's, `final` False) leaves the request open."""
         origin, request_id = target
         if origin == self.id:
-            self.out.append(Reply(request_id, body))
+            self.out.append(Reply(request_id, body) if final else Push(request_id, body))
         else:
-            self.send(origin, ForwardReply(request_id, body))
+            self.send(origin, ForwardReply(request_id, body) if final else ForwardPush(request_id, body))
 
     def push_ended(self) -> None:
         """Push the views of the tasks that ended in this step, one push per watch (the end of
@@ -234,12 +235,8 @@ class NodeState:
                 self.push(target, {"ok": True, "tasks": part})
 
     def push(self, target: tuple[NodeId, int], body: dict) -> None:
-        """Tell a client part of an answer that has more to come (a watch), the way reply() does."""
-        origin, request_id = target
-        if origin == self.id:
-            self.out.append(Push(request_id, body))
-        else:
-            self.send(origin, ForwardPush(request_id, body))
+        """Tell a client part of an answer that has more to come (a watch)."""
+        self.reply(target, body, final=False)
 
     def send_parts(self, to: NodeId, kind: str, parts: Iterator) -> None:
         """Send the parts of a snapshot or an offer: the first now, the rest at the next ticks.
